@@ -1,0 +1,3 @@
+from nilemig.cli import main
+
+main()

@@ -1,0 +1,280 @@
+"""The `nilemig` command line: parses arguments and prints. The work lives in
+`nilemig.commands`, imported inside each command so `nilemig --help` stays fast
+(no SQLAlchemy, Alembic or psycopg until a command needs them)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from nilemig import __version__
+from nilemig.errors import NilemigError, UsageError, redact
+
+app = typer.Typer(
+    help="Safe, Nile-aware database migrations on top of Alembic.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+local_app = typer.Typer(help="The local development database (used when no DATABASE_URL is set).",
+                        no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_state = {"debug": False}
+
+DatabaseUrl = Annotated[
+    Optional[str],
+    typer.Option("--database-url", help="Database URL; overrides DATABASE_URL from the environment and .env.",
+                 show_default=False),
+]
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Show a NilemigError as one paragraph and exit non-zero; anything else likewise, redacted."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except NilemigError as exc:
+            _show_trace(exc)
+            err.print(f"[bold red]Error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]Interrupted.[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            _show_trace(exc)
+            err.print(
+                f"[bold red]Error:[/] {escape(redact(f'{type(exc).__name__}: {exc}'))}. "
+                "This is unexpected; run again with --debug for details and report it."
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _show_trace(exc: BaseException) -> None:
+    if _state["debug"]:
+        err.print(escape(redact("".join(traceback.format_exception(exc)))), end="")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"nilemig {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (passwords still masked).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _project():
+    from nilemig.config import find_project
+
+    return find_project()
+
+
+def _database(project, database_url: str | None):
+    from nilemig.config import resolve_database
+
+    database = resolve_database(project, database_url)
+    err.print(escape(database.describe()))
+    return database
+
+
+@app.command()
+@handled
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+    example: Annotated[bool, typer.Option("--example", help="Add Nile's walkthrough: the account migration "
+                                          "and Todo models.")] = False,
+) -> None:
+    """Create a Nile-ready Alembic project: alembic.ini, alembic/env.py, models.py, .env.example."""
+    from nilemig.commands.init import init as run_init
+    from nilemig.core import display_path
+
+    result = run_init(directory, example=example)
+    for path in result.created:
+        out.print(f"created  {display_path(path)}")
+    for path in result.existing:
+        out.print(f"exists   {display_path(path)} (left as it is)")
+    if result.gitignore_added:
+        out.print(f"updated  {display_path(result.root / '.gitignore')} (+ {', '.join(result.gitignore_added)})")
+    if not result.created:
+        out.print("Nothing to do: the project is already initialised.")
+        return
+    out.print("\nNext: copy .env.example to .env and set DATABASE_URL (or skip it to use the local "
+              "development database), then `nilemig new \"create account table\"` and `nilemig up`.")
+
+
+@app.command()
+@handled
+def new(message: Annotated[str, typer.Argument(help="What the migration does.")]) -> None:
+    """Write a new, empty migration to fill in; prints its path."""
+    from nilemig.commands.new import new as run_new
+    from nilemig.core import display_path
+
+    out.print(display_path(run_new(_project(), message)))
+
+
+def _print_step(verb: str):
+    def show(step) -> None:
+        err.print(f"  {verb} {step.revision}  {escape(step.message)}  [dim]({step.seconds:.2f}s)[/]")
+
+    return show
+
+
+@app.command()
+@handled
+def up(
+    target: Annotated[str, typer.Argument(help="head, +N, or a revision id.")] = "head",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Apply pending migrations, each in its own transaction."""
+    from nilemig.commands.migrate import up as run_up
+    from nilemig.core import describe_revisions
+
+    project = _project()
+    result = run_up(project, _database(project, database_url), target, on_step=_print_step("applied"))
+    if not result.steps:
+        err.print(f"Nothing to apply: the database is already at {describe_revisions(result.after)}.")
+    else:
+        err.print(f"[green]Applied {len(result.steps)} migration(s);[/] now at {describe_revisions(result.after)}.")
+
+
+@app.command()
+@handled
+def down(
+    target: Annotated[str, typer.Argument(help="-N, a revision id, or base.")] = "-1",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before undoing several migrations.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Undo migrations: one by default; more, or to base, only after confirmation."""
+    from nilemig.commands.migrate import down as run_down
+    from nilemig.commands.migrate import steps_down
+    from nilemig.core import describe_revisions
+
+    project = _project()
+    database = _database(project, database_url)
+    count = steps_down(project, database, target)
+    if (count > 1 or target == "base") and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"`down {target}` would undo {count} migration(s) and may destroy data. "
+                             "There is no terminal to ask for confirmation: pass --yes to go ahead.")
+        typer.confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.", abort=True)
+    result = run_down(project, database, target, on_step=_print_step("undone "))
+    if not result.steps:
+        err.print(f"Nothing to undo: the database is at {describe_revisions(result.after)}.")
+    else:
+        err.print(f"[green]Undid {len(result.steps)} migration(s);[/] now at {describe_revisions(result.after)}.")
+
+
+@app.command()
+@handled
+def status(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when any migration is pending.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show the database, its current revision, the head, and pending migrations."""
+    from nilemig.commands.status import status as run_status
+    from nilemig.core import describe_revisions
+
+    project = _project()
+    result = run_status(project, _database(project, database_url))
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+    else:
+        out.print(f"Current:  {describe_revisions(result.current)}")
+        out.print(f"Head:     {', '.join(result.heads) or '(no migrations yet)'}")
+        if result.up_to_date:
+            out.print("[green]Up to date.[/]")
+        else:
+            out.print(f"Pending:  {len(result.pending)} migration(s) — run `nilemig up`")
+            for m in result.pending:
+                out.print(f"  {m.revision}  {escape(m.message)}  [dim]{escape(m.path)}[/]")
+    if check and not result.up_to_date:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def history(database_url: DatabaseUrl = None) -> None:
+    """List migrations, newest first; the database's current revision is marked."""
+    from nilemig.commands.status import history as run_history
+
+    project = _project()
+    migrations = run_history(project, _database(project, database_url))
+    if not migrations:
+        out.print("No migrations yet: create one with `nilemig new \"message\"`.")
+    for m in migrations:
+        mark = "[bold green]→ current[/]" if m.current else ("applied" if m.applied else "[yellow]pending[/]")
+        out.print(f"{m.revision}  {escape(m.message):<40}  {mark}")
+
+
+@app.command()
+@handled
+def sql(
+    revision_range: Annotated[str, typer.Argument(metavar="RANGE", help="head, or FROM:TO.")] = "head",
+    downgrade: Annotated[bool, typer.Option("--down", help="Render the downgrade of RANGE (e.g. head:base).")] = False,
+) -> None:
+    """Print the SQL the migrations would run, without a database (like `alembic upgrade --sql`)."""
+    from nilemig.commands.sql import render_sql
+
+    sys.stdout.write(render_sql(_project(), revision_range, downgrade))
+
+
+@local_app.command("url")
+@handled
+def local_url() -> None:
+    """Start the local development database if needed and print its URL."""
+    from nilemig import local
+
+    out.print(local.ensure_database(_project()).render_as_string(hide_password=True))
+
+
+@local_app.command("stop")
+@handled
+def local_stop() -> None:
+    """Stop the local development database."""
+    from nilemig import local
+
+    out.print("Stopped the local development database." if local.stop(_project())
+              else "The local development database was not running.")
+
+
+@local_app.command("reset")
+@handled
+def local_reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False) -> None:
+    """Drop the local development database and create it again (Nile's built-ins only)."""
+    from nilemig import local
+
+    project = _project()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("`local reset` deletes all local data; pass --yes to go ahead without a terminal.")
+        typer.confirm("Delete all data in the local development database?", abort=True)
+    local.reset(project)
+    out.print("The local development database is empty again (Nile's built-ins only); run `nilemig up`.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,156 @@
+"""`nilemig up` and `nilemig down`: Alembic's upgrade and downgrade, one transaction per
+migration, with failures explained (which file, which revision, where the database stays)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nilemig.core import (
+    alembic_config,
+    current_heads,
+    describe_revisions,
+    display_path,
+    explain_errors,
+    failing_frame,
+    script_directory,
+)
+from nilemig.errors import NilemigError
+
+if TYPE_CHECKING:
+    from alembic.script import Script, ScriptDirectory
+
+    from nilemig.config import Database, Project
+
+DUPLICATE_TABLE = "42P07"
+
+
+@dataclass
+class Step:
+    revision: str
+    message: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    steps: list[Step] = field(default_factory=list)
+
+
+def up(project: Project, database: Database, target: str = "head",
+       on_step: Callable[[Step], None] | None = None) -> RunResult:
+    from alembic import command
+
+    return _run(project, database, command.upgrade, target, on_step)
+
+
+def down(project: Project, database: Database, target: str = "-1",
+         on_step: Callable[[Step], None] | None = None) -> RunResult:
+    from alembic import command
+
+    return _run(project, database, command.downgrade, target, on_step)
+
+
+def steps_down(project: Project, database: Database, target: str) -> int:
+    """How many migrations `down TARGET` would undo, to decide whether to ask first."""
+    scripts = script_directory(project, alembic_config(project))
+    current = current_heads(database)
+    if not current:
+        return 0
+    relative = re.fullmatch(r"-(\d+)", target)
+    if relative:
+        return int(relative[1])
+    with explain_errors(project):
+        return len(list(scripts.iterate_revisions(current, target)))
+
+
+def _run(project, database, alembic_command, target, on_step) -> RunResult:
+    steps: list[Step] = []
+    started = [time.monotonic()]
+
+    def record(ctx, step, heads, run_args) -> None:
+        now = time.monotonic()
+        done = Step(step.up_revision_id, step.up_revision.doc or "", now - started[0])
+        started[0] = now
+        steps.append(done)
+        if on_step is not None:
+            on_step(done)
+
+    config = alembic_config(project, database, on_version_apply=record)
+    scripts = script_directory(project, config)
+    before = current_heads(database)
+    try:
+        with explain_errors(None):
+            alembic_command(config, target)
+    except NilemigError:
+        raise
+    except Exception as exc:
+        raise migration_failed(exc, project, database, scripts, steps) from None
+    return RunResult(before, current_heads(database), steps)
+
+
+def migration_failed(exc: Exception, project: Project, database: Database,
+                     scripts: ScriptDirectory, done: list[Step]) -> NilemigError:
+    """One paragraph: which migration failed, why, and where the database stays."""
+    frame = failing_frame(exc, project.root)
+    script = _script_at(scripts, frame.filename) if frame else None
+    orig = getattr(exc, "orig", None)
+    reason = _first_line(getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc))
+    if script is not None:
+        where = f"Migration {script.revision} ({script.doc}) failed at {display_path(script.path)}, line {frame.lineno}"
+    elif frame is not None:
+        where = f"A migration failed at {display_path(frame.filename)}, line {frame.lineno}"
+    else:
+        where = "A migration failed"
+    advice = ""
+    if getattr(orig, "sqlstate", None) == DUPLICATE_TABLE:
+        advice = _duplicate_table_advice(scripts, reason) + " "
+    try:
+        after = describe_revisions(current_heads(database), scripts)
+    except NilemigError:
+        after = "the revision it had before this migration (the connection was lost before it could be checked)"
+    applied = f" {len(done)} migration(s) before it were applied." if done else ""
+    return NilemigError(
+        f"{where}: {reason}. {advice}That migration was rolled back; the database is at {after}.{applied}"
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0].rstrip(".") if text.strip() else "unknown error"
+
+
+def _script_at(scripts: ScriptDirectory, filename: str) -> Script | None:
+    from pathlib import Path
+
+    target = Path(filename).resolve()
+    return next((s for s in scripts.walk_revisions() if Path(s.path).resolve() == target), None)
+
+
+def _duplicate_table_advice(scripts: ScriptDirectory, reason: str) -> str:
+    match = re.search(r'relation "([^"]+)" already exists', reason)
+    if not match:
+        return ""
+    table = match[1]
+    files = files_creating_table(scripts, table)
+    if len(files) < 2:
+        return (f"Table {table!r} already exists in the database but was not created by a migration here: "
+                "drop it by hand or remove the create_table from this migration.")
+    listed = ", ".join(display_path(s.path) for s in files)
+    return (f"Table {table!r} is created by more than one migration: {listed}. "
+            "Delete or rename the later one, or make it alter the table instead.")
+
+
+def files_creating_table(scripts: ScriptDirectory, table: str) -> list[Script]:
+    """Migrations whose source creates `table`, oldest first (a text search of the files)."""
+    name = re.escape(table)
+    pattern = re.compile(
+        rf"""create_table\(\s*["']{name}["']|CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"?public"?\.)?"?{name}"?[\s(]""",
+        re.IGNORECASE,
+    )
+    found = [s for s in scripts.walk_revisions() if pattern.search(open(s.path, encoding="utf-8").read())]
+    return list(reversed(found))

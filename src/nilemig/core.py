@@ -1,0 +1,125 @@
+"""What every command shares: the Alembic Config and ScriptDirectory of a project,
+the database's current revision, and turning failures into one-paragraph errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from nilemig.alembic_env import DATABASE_KEY, FROM_CLI_KEY, ON_APPLY_KEY
+from nilemig.errors import NilemigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import Script, ScriptDirectory
+
+    from nilemig.config import Database, Project
+
+
+def alembic_config(
+    project: Project,
+    database: Database | None = None,
+    on_version_apply: Callable[..., Any] | None = None,
+    output: TextIO | None = None,
+) -> Config:
+    from argparse import Namespace
+
+    from alembic.config import Config
+
+    # quiet: nilemig reports progress itself; x: env.py code may read `-x` arguments.
+    config = Config(str(project.ini_path), stdout=output or sys.stdout, output_buffer=output,
+                    cmd_opts=Namespace(quiet=True, x=None))
+    config.attributes[FROM_CLI_KEY] = True
+    if database is not None:
+        config.attributes[DATABASE_KEY] = database
+    if on_version_apply is not None:
+        config.attributes[ON_APPLY_KEY] = on_version_apply
+    return config
+
+
+def script_directory(project: Project, config: Config) -> ScriptDirectory:
+    """The project's migrations, all loaded, so a broken file is reported before anything runs."""
+    from alembic.script import ScriptDirectory
+
+    with explain_errors(project):
+        scripts = ScriptDirectory.from_config(config)
+        scripts.get_heads()
+    return scripts
+
+
+def current_heads(database: Database) -> tuple[str, ...]:
+    from alembic.runtime.migration import MigrationContext
+
+    from nilemig.database import connect
+
+    with connect(database) as connection:
+        return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...]) -> list[Script]:
+    """Migrations not yet applied, in the order `up` applies them."""
+    lower = current if current else "base"
+    with explain_errors(None):
+        return list(reversed(list(scripts.iterate_revisions("heads", lower))))
+
+
+def describe_revisions(revisions: tuple[str, ...], scripts: ScriptDirectory | None = None) -> str:
+    if not revisions:
+        return "base (no migrations applied)"
+    parts = []
+    for rev in revisions:
+        script = scripts.get_revision(rev) if scripts is not None else None
+        parts.append(f"{rev} ({script.doc})" if script is not None and script.doc else rev)
+    return ", ".join(parts)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def failing_frame(exc: BaseException, root: Path) -> traceback.FrameSummary | None:
+    """The innermost frame of the traceback that runs a file of the project (a migration, models.py)."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename)
+        # Alembic's op functions are compiled from strings: their frames say "<string>".
+        if path.is_file() and path.resolve().is_relative_to(root):
+            found = frame
+    return found
+
+
+@contextmanager
+def explain_errors(project: Project | None) -> Iterator[None]:
+    """Turn Alembic's errors and broken project files into NilemigErrors naming file and line."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except NilemigError:
+        raise
+    except CommandError as exc:
+        raise NilemigError(f"{exc}.".replace("..", ".")) from None
+    except SyntaxError as exc:
+        if not exc.filename:
+            raise
+        raise NilemigError(
+            f"Syntax error in {display_path(exc.filename)}, line {exc.lineno}: {exc.msg}. "
+            "Fix the file and run the command again; nothing was run."
+        ) from None
+    except Exception as exc:
+        frame = failing_frame(exc, project.root) if project is not None else None
+        if frame is None:
+            raise
+        raise NilemigError(
+            f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {exc}. "
+            "Fix the file and run the command again."
+        ) from None

@@ -1,0 +1,73 @@
+"""Connecting to the database, and explaining why a connection failed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nilemig.errors import NilemigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection, Engine
+
+    from nilemig.config import Database
+
+CONNECT_TIMEOUT_SECONDS = 10
+APPLICATION_NAME = "nilemig"
+
+
+def create_engine(url: URL) -> Engine:
+    """An engine fit for Nile: no pooling in a CLI, and no server-side prepared
+    statements, which Nile's connection-pooling gateway does not keep between queries."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    return sqlalchemy.create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={
+            "prepare_threshold": None,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": APPLICATION_NAME,
+        },
+    )
+
+
+def connect(database: Database) -> Connection:
+    """Open a connection, turning the driver's connection errors into a NilemigError."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return create_engine(database.url).connect()
+    except OperationalError as exc:
+        raise connection_error(exc, database) from None
+
+
+def connection_error(exc: BaseException, database: Database) -> NilemigError:
+    """Explain a failed connection in one paragraph, saying what to check next."""
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    text = " ".join(detail).lower()
+    where = database.url.render_as_string(hide_password=True)
+    host = database.url.host or "the database server"
+    if "password authentication failed" in text or "authentication failed" in text:
+        reason = (
+            f"the server rejected the password for user {database.url.username!r}. "
+            f"Copy the credentials again from the Nile console into {database.source}."
+        )
+    elif "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
+        reason = f"the host {host!r} could not be found. Check the host name in {database.source} for typos."
+    elif "connection refused" in text:
+        reason = (
+            f"{host} refused the connection: no database server is listening there. "
+            "Check the host and port, and that the server is running."
+        )
+    elif "timeout expired" in text or "timed out" in text:
+        reason = (
+            f"no answer from {host} within {CONNECT_TIMEOUT_SECONDS} s. "
+            "Check the host, the port, and your network or firewall."
+        )
+    elif "does not exist" in text and "database" in text:
+        reason = f"{first}. Check the database name at the end of the URL in {database.source}."
+    else:
+        reason = f"{first}."
+    return NilemigError(f"Could not connect to {where}: {reason}")

@@ -1,0 +1,28 @@
+"""Models from Nile's Alembic walkthrough: a tenant-aware `todos` table.
+
+`tenants` is Nile's built-in table, defined by nilemig as Nile defines it, so
+autogenerate never tries to drop or rewrite it.
+"""
+
+import uuid
+
+from sqlalchemy import Boolean, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from nilemig.nile import TenantAware, define_tenants
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+tenants = define_tenants(Base.metadata)
+
+
+class Todo(TenantAware, Base):
+    __tablename__ = "todos"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    complete: Mapped[bool | None] = mapped_column(Boolean, default=False)
