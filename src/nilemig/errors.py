@@ -14,6 +14,8 @@ from urllib.parse import quote, quote_plus
 _secrets: set[str] = set()
 
 # user:password@ inside anything that looks like a URL
+# The word nilemig's own messages use in example URLs; not a secret.
+_PLACEHOLDER = "PASSWORD"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)@")
 
 
@@ -46,7 +48,9 @@ def register_secret(secret: str | None) -> None:
 
 def redact(text: str) -> str:
     """Return text with every known password, and any URL password, replaced by ***."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@" if m["password"] else m[0], text)
+    text = _URL_PASSWORD.sub(
+        lambda m: m[0] if m["password"] in ("", _PLACEHOLDER) else f"{m['head']}***@", text
+    )
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
