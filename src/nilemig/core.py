@@ -97,29 +97,34 @@ def failing_frame(exc: BaseException, root: Path) -> traceback.FrameSummary | No
     return found
 
 
-@contextmanager
-def explain_errors(project: Project | None) -> Iterator[None]:
-    """Turn Alembic's errors and broken project files into NilemigErrors naming file and line."""
+def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
+    """A NilemigError for Alembic's errors and broken project files (naming file and line), else None."""
     from alembic.util import CommandError
 
-    try:
-        yield
-    except NilemigError:
-        raise
-    except CommandError as exc:
-        raise NilemigError(f"{exc}.".replace("..", ".")) from None
-    except SyntaxError as exc:
-        if not exc.filename:
-            raise
-        raise NilemigError(
+    if isinstance(exc, NilemigError):
+        return exc
+    if isinstance(exc, CommandError):
+        return NilemigError(f"{exc}.".replace("..", "."))
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return NilemigError(
             f"Syntax error in {display_path(exc.filename)}, line {exc.lineno}: {exc.msg}. "
             "Fix the file and run the command again; nothing was run."
-        ) from None
+        )
+    frame = failing_frame(exc, project.root) if project is not None else None
+    if frame is None:
+        return None
+    return NilemigError(
+        f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {exc}. "
+        "Fix the file and run the command again."
+    )
+
+
+@contextmanager
+def explain_errors(project: Project | None) -> Iterator[None]:
+    try:
+        yield
     except Exception as exc:
-        frame = failing_frame(exc, project.root) if project is not None else None
-        if frame is None:
+        explained = explain(exc, project)
+        if explained is None or explained is exc:
             raise
-        raise NilemigError(
-            f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {exc}. "
-            "Fix the file and run the command again."
-        ) from None
+        raise explained from None

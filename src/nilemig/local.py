@@ -63,16 +63,31 @@ def directories_to_open(pgdata: Path) -> list[Path]:
     return found
 
 
+def _home_directories() -> list[Path]:
+    import pwd
+
+    homes = {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/")}
+    homes.add(Path.home())
+    return [h.resolve() for h in homes if h.exists()]
+
+
 def guard_permissions(pgdata: Path) -> list[Path]:
-    """Refuse to open private directories to all users unless the user said so; return those opened."""
+    """Check what starting the server as root would open; return those directories.
+
+    A user's home, or anything inside one, is never opened unless the user says so
+    with NILEMIG_LOCAL_ALLOW_CHMOD=1. Other private directories (a temporary
+    directory, say) are opened and named on stderr.
+    """
     to_open = directories_to_open(pgdata)
-    if to_open and os.environ.get(ALLOW_CHMOD_VAR) != "1":
-        listed = ", ".join(f"{p} (mode {stat.S_IMODE(p.stat().st_mode):o})" for p in to_open)
+    homes = _home_directories() if to_open else []
+    private = [p for p in to_open if any(p == h or p.is_relative_to(h) for h in homes)]
+    if private and os.environ.get(ALLOW_CHMOD_VAR) != "1":
+        listed = ", ".join(f"{p} (mode {stat.S_IMODE(p.stat().st_mode):o})" for p in private)
         raise NilemigError(
             "Running as root, the local development database runs PostgreSQL as a separate 'pgserver' user, "
-            f"which needs these private directories opened to all users: {listed}. "
+            f"which needs these directories in a home directory opened to all users: {listed}. "
             "nilemig will not change their permissions silently. Run nilemig as a normal user, "
-            "or set DATABASE_URL to a database, "
+            "keep the project and its virtualenv outside home directories, set DATABASE_URL to a database, "
             f"or set {ALLOW_CHMOD_VAR}=1 to let it make them world-readable (chmod go+rx)."
         )
     return to_open
@@ -94,8 +109,9 @@ def _server(project: Project):
     if opened:
         import sys
 
-        print(f"nilemig: opened to all users, as {ALLOW_CHMOD_VAR}=1 allows: "
-              + ", ".join(map(str, opened)), file=sys.stderr)
+        print("nilemig: running as root, opened these directories to all users (chmod go+rx) so the "
+              "embedded PostgreSQL's 'pgserver' user can reach its files: " + ", ".join(map(str, opened)),
+              file=sys.stderr)
     return server
 
 

@@ -14,6 +14,7 @@ from nilemig.core import (
     current_heads,
     describe_revisions,
     display_path,
+    explain,
     explain_errors,
     failing_frame,
     script_directory,
@@ -37,7 +38,6 @@ class Step:
 
 @dataclass
 class RunResult:
-    before: tuple[str, ...]
     after: tuple[str, ...]
     steps: list[Step] = field(default_factory=list)
 
@@ -71,6 +71,7 @@ def steps_down(project: Project, database: Database, target: str) -> int:
 
 def _run(project, database, alembic_command, target, on_step) -> RunResult:
     steps: list[Step] = []
+    after: list[tuple[str, ...]] = []
     started = [time.monotonic()]
 
     def record(ctx, step, heads, run_args) -> None:
@@ -78,20 +79,25 @@ def _run(project, database, alembic_command, target, on_step) -> RunResult:
         done = Step(step.up_revision_id, step.up_revision.doc or "", now - started[0])
         started[0] = now
         steps.append(done)
+        after[:] = [tuple(heads)]
         if on_step is not None:
             on_step(done)
 
     config = alembic_config(project, database, on_version_apply=record)
-    scripts = script_directory(project, config)
-    before = current_heads(database)
     try:
-        with explain_errors(None):
-            alembic_command(config, target)
+        alembic_command(config, target)
     except NilemigError:
         raise
     except Exception as exc:
-        raise migration_failed(exc, project, database, scripts, steps) from None
-    return RunResult(before, current_heads(database), steps)
+        # Alembic loads every migration file before it runs any: a broken file stops it before
+        # anything ran. What fails inside upgrade()/downgrade(), or in the database, is a failed migration.
+        frame = failing_frame(exc, project.root)
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, DBAPIError) or (frame is not None and frame.name in ("upgrade", "downgrade")):
+            raise migration_failed(exc, project, database, script_directory(project, config), steps) from None
+        raise explain(exc, project) or exc from None
+    return RunResult(after[0] if after else current_heads(database), steps)
 
 
 def migration_failed(exc: Exception, project: Project, database: Database,

