@@ -121,8 +121,11 @@ def init(
     if not result.created:
         out.print("Nothing to do: the project is already initialised.")
         return
-    out.print("\nNext: copy .env.example to .env and set DATABASE_URL (or skip it to use the local "
-              "development database), then `nilemig new \"create account table\"` and `nilemig up`.")
+    steps = [] if result.root == Path.cwd() else [f"cd {display_path(result.root)}"]
+    steps.append("copy .env.example to .env and set DATABASE_URL (or skip this to use the local development "
+                 "database)")
+    steps.append("nilemig up" if example else 'nilemig new "create account table", fill it in, then nilemig up')
+    out.print("\nNext: " + "; ".join(steps) + ".")
 
 
 @app.command()
