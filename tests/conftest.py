@@ -28,6 +28,8 @@ from nilemig.commands.init import init
 from nilemig.config import normalise_url
 
 EXTERNAL_SERVER_VAR = "NILEMIG_TEST_DATABASE_URL"
+# Tests rewrite models.py within one second; a stale .pyc must not hide the change.
+sys.dont_write_bytecode = True
 
 
 def libpq(url: URL) -> str:
@@ -129,6 +131,8 @@ class Outcome:
 
 
 def run_cli(*args: str) -> Outcome:
+    # Each real `nilemig` is a new process that imports the project's models afresh.
+    sys.modules.pop("models", None)
     result = CliRunner().invoke(app, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception

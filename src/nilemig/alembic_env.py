@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nilemig import nile
+from nilemig import autogen, nile
 from nilemig.config import Project, resolve_database
 
 # Keys nilemig puts in alembic's Config.attributes for env.py to pick up.
@@ -29,6 +29,7 @@ def configure_options(target_metadata: Any) -> dict[str, Any]:
         "transaction_per_migration": True,
         "include_name": nile.include_name,
         "include_object": nile.include_object,
+        "process_revision_directives": autogen.process_revision_directives,
     }
 
 

@@ -161,6 +161,55 @@ def new(message: Annotated[str, typer.Argument(help="What the migration does.")]
     out.print(display_path(run_new(_project(), message)))
 
 
+@app.command()
+@handled
+def autogen(
+    message: Annotated[str, typer.Argument(help="What the migration does.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a migration from the difference between models.py and the database; never touches Nile's built-ins."""
+    from nilemig.commands.autogen import autogen as run_autogen
+    from nilemig.core import display_path
+
+    project = _project()
+    result = run_autogen(project, _database(project, database_url), message)
+    if result.path is None:
+        err.print("No changes: the models match the database. No migration written.")
+        return
+    out.print(display_path(result.path))
+    if result.destructive:
+        err.print(f"[bold red]{len(result.destructive)} destructive operation(s), marked in the file:[/]")
+        for line, reason in result.destructive:
+            err.print(f"[red]  line {line}: {escape(reason)}[/]")
+        err.print('Review each; then change its "# nilemig: destructive" comment to "# nilemig: destructive-ok" '
+                  "(or delete it). Until then `nilemig up` refuses to apply it.")
+
+
+@app.command()
+@handled
+def diff(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show what autogenerate would write, without writing it; exit 1 when models and database differ."""
+    from nilemig.commands.autogen import diff as run_diff
+
+    project = _project()
+    differences = run_diff(project, _database(project, database_url))
+    if as_json:
+        out.print_json(json.dumps({"differences": [d.to_json() for d in differences]}))
+    elif not differences:
+        out.print("[green]No differences:[/] the models match the database.")
+    else:
+        out.print(f"{len(differences)} difference(s) between the models and the database:")
+        for d in differences:
+            style = "red" if d.destructive else "default"
+            out.print(f"[{style}]{escape(d.code)}[/]" + (f"  [red]# destructive: {escape(d.destructive)}[/]"
+                                                       if d.destructive else ""))
+    if differences:
+        raise typer.Exit(1)
+
+
 def _print_step(verb: str):
     def show(step) -> None:
         err.print(f"  {verb} {step.revision}  {escape(step.message)}  [dim]({step.seconds:.2f}s)[/]")
@@ -172,6 +221,8 @@ def _print_step(verb: str):
 @handled
 def up(
     target: Annotated[str, typer.Argument(help="head, +N, or a revision id.")] = "head",
+    allow_destructive: Annotated[bool, typer.Option(
+        "--allow-destructive", help="Apply migrations whose destructive operations nobody has reviewed.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Apply pending migrations, each in its own transaction."""
@@ -179,7 +230,8 @@ def up(
     from nilemig.core import describe_revisions
 
     project = _project()
-    result = run_up(project, _database(project, database_url), target, on_step=_print_step("applied"))
+    result = run_up(project, _database(project, database_url), target, on_step=_print_step("applied"),
+                    allow_destructive=allow_destructive)
     if not result.steps:
         err.print(f"Nothing to apply: the database is already at {describe_revisions(result.after)}.")
     else:

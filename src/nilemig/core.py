@@ -4,6 +4,8 @@ the database's current revision, and turning failures into one-paragraph errors.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -61,11 +63,43 @@ def current_heads(database: Database) -> tuple[str, ...]:
         return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
-def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...]) -> list[Script]:
-    """Migrations not yet applied, in the order `up` applies them."""
+def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...], target: str = "heads") -> list[Script]:
+    """Migrations `up TARGET` would apply (all not yet applied, by default), in the order it applies them."""
     lower = current if current else "base"
+    relative = re.fullmatch(r"\+(\d+)", target)
     with explain_errors(None):
-        return list(reversed(list(scripts.iterate_revisions("heads", lower))))
+        upper = "heads" if relative or target == "head" else target
+        pending = list(reversed(list(scripts.iterate_revisions(upper, lower))))
+    return pending[: int(relative[1])] if relative else pending
+
+
+@contextmanager
+def alembic_chatter_silenced() -> Iterator[None]:
+    """Alembic's post-write hooks print progress to stdout whatever `quiet` says; nilemig's stdout is data."""
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        yield
+
+
+def configure_formatter(config: Config) -> None:
+    """Format written migrations with ruff, else black, through Alembic's post-write hooks.
+
+    Only when one is installed and the project has not configured hooks of its own:
+    a formatter that is missing must never make writing a migration fail.
+    """
+    section = "post_write_hooks"
+    if config.get_section_option(section, "hooks"):
+        return
+    for name, options in (("ruff", "format --quiet REVISION_SCRIPT_FILENAME"), ("black", "--quiet REVISION_SCRIPT_FILENAME")):
+        executable = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+        if executable:
+            config.set_section_option(section, "hooks", name)
+            config.set_section_option(section, f"{name}.type", "exec")
+            config.set_section_option(section, f"{name}.executable", executable)
+            config.set_section_option(section, f"{name}.options", options)
+            return
 
 
 def describe_revisions(revisions: tuple[str, ...], scripts: ScriptDirectory | None = None) -> str:

@@ -43,12 +43,13 @@ def install_builtins(connection: psycopg.Connection) -> None:
     connection.execute(builtins_sql())
 
 
-def define_tenants(metadata: MetaData) -> Table:
+def define_tenants(metadata: MetaData, *extra_columns: Column) -> Table:
     """Nile's built-in `tenants` table, as Nile defines it, in your models' metadata.
 
     Reference it (foreign keys, relationships, queries) instead of mirroring it by
     hand; nilemig's autogenerate never emits operations on Nile's own columns.
-    Columns you add to it yourself are migrated as usual.
+    Columns of your own go in `extra_columns` and are migrated as usual
+    (Nile allows `ALTER TABLE tenants ADD COLUMN`).
     """
     return Table(
         TENANTS_TABLE,
@@ -59,6 +60,7 @@ def define_tenants(metadata: MetaData) -> Table:
         Column("updated", TIMESTAMP(precision=6), nullable=False, server_default=text("LOCALTIMESTAMP")),
         Column("deleted", TIMESTAMP(precision=6)),
         Column("compute_id", Uuid),
+        *extra_columns,
     )
 
 

@@ -17,6 +17,7 @@ from nilemig.core import (
     explain,
     explain_errors,
     failing_frame,
+    pending_scripts,
     script_directory,
 )
 from nilemig.errors import NilemigError
@@ -43,10 +44,25 @@ class RunResult:
 
 
 def up(project: Project, database: Database, target: str = "head",
-       on_step: Callable[[Step], None] | None = None) -> RunResult:
+       on_step: Callable[[Step], None] | None = None, allow_destructive: bool = False) -> RunResult:
     from alembic import command
 
+    pending = pending_scripts(script_directory(project, alembic_config(project)), current_heads(database), target)
+    if not allow_destructive:
+        refuse_unreviewed_destructive(pending)
     return _run(project, database, command.upgrade, target, on_step)
+
+
+def refuse_unreviewed_destructive(pending: list[Script]) -> None:
+    from nilemig.autogen import unacknowledged_markers
+
+    found = [f"{display_path(s.path)}:{line} {reason}" for s in pending for line, reason in unacknowledged_markers(s.path)]
+    if found:
+        raise NilemigError(
+            f"Not applying: {len(found)} destructive operation(s) not reviewed yet: " + "; ".join(found) + ". "
+            'Review each, then change its "# nilemig: destructive" comment to "# nilemig: destructive-ok" '
+            "(or delete the comment), or run `nilemig up --allow-destructive`. Nothing was applied."
+        )
 
 
 def down(project: Project, database: Database, target: str = "-1",

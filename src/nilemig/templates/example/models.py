@@ -1,4 +1,4 @@
-"""Models from Nile's Alembic walkthrough: a tenant-aware `todos` table.
+"""Models from Nile's Alembic walkthrough: the shared `account` table and a tenant-aware `todos` table.
 
 `tenants` is Nile's built-in table, defined by nilemig as Nile defines it, so
 autogenerate never tries to drop or rewrite it.
@@ -6,7 +6,7 @@ autogenerate never tries to drop or rewrite it.
 
 import uuid
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, Integer, String, Unicode
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nilemig.nile import TenantAware, define_tenants
@@ -17,6 +17,16 @@ class Base(DeclarativeBase):
 
 
 tenants = define_tenants(Base.metadata)
+
+
+class Account(Base):
+    """The walkthrough's shared table, created by the hand-written first migration."""
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(Unicode(200))
 
 
 class Todo(TenantAware, Base):

@@ -1,0 +1,96 @@
+"""`nilemig autogen` and `nilemig diff`: Alembic autogenerate with Nile's built-ins left alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nilemig.core import alembic_chatter_silenced, alembic_config, configure_formatter, explain_errors
+from nilemig.errors import NilemigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+    from nilemig.config import Database, Project
+
+NOT_UP_TO_DATE = "Target database is not up to date"
+
+
+@dataclass
+class Generated:
+    path: Path | None
+    destructive: list[tuple[int, str]]
+
+
+@dataclass
+class Difference:
+    operation: str
+    table: str | None
+    code: str
+    destructive: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _autogenerate(project: Project, config: Config, message: str) -> Any:
+    from alembic import command
+
+    config.cmd_opts.autogenerate = True
+    try:
+        with explain_errors(project), alembic_chatter_silenced():
+            return command.revision(config, message=message, autogenerate=True)
+    except NilemigError as exc:
+        if NOT_UP_TO_DATE not in exc.message:
+            raise
+        raise NilemigError(
+            "The database has migrations that are not applied yet, and autogenerate compares your models "
+            "with a database at head. Run `nilemig up` first (or `nilemig status` to see what is pending)."
+        ) from None
+
+
+def autogen(project: Project, database: Database, message: str) -> Generated:
+    """Write a migration for what differs between models.py and the database; None when nothing does."""
+    from nilemig.autogen import unacknowledged_markers
+
+    config = alembic_config(project, database)
+    configure_formatter(config)
+    script = _autogenerate(project, config, message)
+    if not script:
+        return Generated(None, [])
+    path = Path(script.path)
+    return Generated(path, unacknowledged_markers(path))
+
+
+def diff(project: Project, database: Database) -> list[Difference]:
+    """What autogenerate would emit, one entry per operation; writes nothing."""
+    from alembic.operations import ops
+
+    from nilemig.autogen import CAPTURE_KEY
+
+    config = alembic_config(project, database)
+    captured: list[ops.UpgradeOps] = []
+    config.attributes[CAPTURE_KEY] = captured
+    _autogenerate(project, config, "nilemig diff")
+    found = []
+    for upgrade in captured:
+        for op in upgrade.ops:
+            if isinstance(op, ops.ModifyTableOps):
+                found.extend(_difference(ops.ModifyTableOps(op.table_name, [inner], schema=op.schema), inner)
+                             for inner in op.ops)
+            else:
+                found.append(_difference(op, op))
+    return found
+
+
+def _difference(renderable: Any, op: Any) -> Difference:
+    from alembic.autogenerate import render_python_code
+    from alembic.operations import ops
+
+    from nilemig.autogen import destructive_reason
+
+    lines = render_python_code(ops.UpgradeOps([renderable])).splitlines()
+    code = "\n".join(line.strip() for line in lines if line.strip() and not line.strip().startswith("# ###"))
+    name = code.split("(", 1)[0].removeprefix("op.")
+    return Difference(name, getattr(op, "table_name", None), code, destructive_reason(op))
