@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from nilemig.alembic_env import DATABASE_KEY, FROM_CLI_KEY, ON_APPLY_KEY
-from nilemig.errors import NilemigError
+from nilemig.errors import NilemigError, sentence
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -138,17 +138,17 @@ def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
     if isinstance(exc, NilemigError):
         return exc
     if isinstance(exc, CommandError):
-        return NilemigError(f"{exc}.".replace("..", "."))
+        return NilemigError(sentence(str(exc)))
     if isinstance(exc, SyntaxError) and exc.filename:
         return NilemigError(
-            f"Syntax error in {display_path(exc.filename)}, line {exc.lineno}: {exc.msg}. "
+            f"Syntax error in {display_path(exc.filename)}, line {exc.lineno}: {sentence(exc.msg)} "
             "Fix the file and run the command again; nothing was run."
         )
     frame = failing_frame(exc, project.root) if project is not None else None
     if frame is None:
         return None
     return NilemigError(
-        f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {exc}. "
+        f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {sentence(str(exc))} "
         "Fix the file and run the command again."
     )
 

@@ -38,6 +38,12 @@ class UsageError(NilemigError):
     exit_code = 2
 
 
+def sentence(text: str) -> str:
+    """`text` ending in exactly one full stop (or its own ? or !), to build one-paragraph messages."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def register_secret(secret: str | None) -> None:
     """Remember a password so that `redact` can remove it from any later text."""
     if not secret:
