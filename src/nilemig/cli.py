@@ -165,6 +165,7 @@ def new(message: Annotated[str, typer.Argument(help="What the migration does.")]
 @handled
 def autogen(
     message: Annotated[str, typer.Argument(help="What the migration does.")],
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip nilemig check on the new migration.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Write a migration from the difference between models.py and the database; never touches Nile's built-ins."""
@@ -172,17 +173,26 @@ def autogen(
     from nilemig.core import display_path
 
     project = _project()
-    result = run_autogen(project, _database(project, database_url), message)
+    database = _database(project, database_url)
+    if no_check:
+        err.print("[yellow]Skipping nilemig check (--no-check).[/]")
+    result = run_autogen(project, database, message, check=not no_check)
     if result.path is None:
         err.print("No changes: the models match the database. No migration written.")
         return
     out.print(display_path(result.path))
+    _print_findings(result.findings, "text", stderr=True)
     if result.destructive:
         err.print(f"[bold red]{len(result.destructive)} destructive operation(s), marked in the file:[/]")
         for line, reason in result.destructive:
             err.print(f"[red]  line {line}: {escape(reason)}[/]")
         err.print('Review each; then change its "# nilemig: destructive" comment to "# nilemig: destructive-ok" '
                   "(or delete it). Until then `nilemig up` refuses to apply it.")
+    errors = [f for f in result.findings if f.severity == "error"]
+    if errors:
+        raise NilemigError(f"The new migration {display_path(result.path)} breaks {len(errors)} of Nile's rules "
+                           "(listed above); `nilemig up` will refuse it. Fix the models and generate it again, "
+                           "or edit the file.")
 
 
 @app.command()
@@ -223,15 +233,20 @@ def up(
     target: Annotated[str, typer.Argument(help="head, +N, or a revision id.")] = "head",
     allow_destructive: Annotated[bool, typer.Option(
         "--allow-destructive", help="Apply migrations whose destructive operations nobody has reviewed.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip nilemig check on the pending migrations.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Apply pending migrations, each in its own transaction."""
+    """Apply pending migrations, each in its own transaction, after checking them."""
     from nilemig.commands.migrate import up as run_up
     from nilemig.core import describe_revisions
 
     project = _project()
-    result = run_up(project, _database(project, database_url), target, on_step=_print_step("applied"),
-                    allow_destructive=allow_destructive)
+    database = _database(project, database_url)
+    if no_check:
+        err.print("[yellow]Skipping nilemig check (--no-check).[/]")
+    result = run_up(project, database, target, on_step=_print_step("applied"),
+                    allow_destructive=allow_destructive, check=not no_check)
+    _print_findings(result.warnings, "text", stderr=True)
     if not result.steps:
         err.print(f"Nothing to apply: the database is already at {describe_revisions(result.after)}.")
     else:
@@ -318,6 +333,72 @@ def sql(
     from nilemig.commands.sql import render_sql
 
     sys.stdout.write(render_sql(_project(), revision_range, downgrade))
+
+
+def _print_findings(findings, output_format: str, stderr: bool = False) -> None:
+    from nilemig.core import display_path
+
+    console = err if stderr else out
+    if output_format == "json":
+        console.print_json(json.dumps({"findings": [f.to_json() for f in findings]}))
+        return
+    if output_format == "github":
+        from nilemig.commands.check import github_annotations
+
+        sys.stdout.write(github_annotations(findings))
+        return
+    shown = None
+    for f in findings:
+        if f.path != shown:
+            shown = f.path
+            console.print(f"[bold]{escape(display_path(f.path))}[/]")
+        colour = "red" if f.severity == "error" else "yellow"
+        console.print(f"  {f.line:>4}  [{colour}]{f.severity:<7}[/] [bold]{f.code}[/]  {escape(f.message)}")
+
+
+@app.command()
+@handled
+def check(
+    output_format: Annotated[str, typer.Option("--format", help="text, json, or github (workflow annotations).")
+                             ] = "text",
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+) -> None:
+    """Lint every migration against Nile's rules, from the files alone (no database)."""
+    from nilemig.commands.check import run_check
+
+    if output_format not in ("text", "json", "github"):
+        raise UsageError(f"Unknown --format {output_format!r}: use text, json or github.")
+    result = run_check(_project())
+    if output_format == "json":
+        out.print_json(json.dumps({"findings": [f.to_json() for f in result.findings],
+                                   "errors": len(result.errors), "warnings": len(result.warnings),
+                                   "migrations": result.migrations}))
+    else:
+        _print_findings(result.findings, output_format)
+    if output_format == "text":
+        summary = f"{len(result.errors)} error(s), {len(result.warnings)} warning(s) in {result.migrations} migration(s)."
+        (err.print(f"[green]No problems found[/] in {result.migrations} migration(s).") if not result.findings
+         else err.print(summary + " `nilemig rules CODE` explains a rule."))
+    if result.errors or (strict and result.warnings):
+        raise typer.Exit(1)
+
+
+@app.command("rules")
+@handled
+def rules_command(code: Annotated[Optional[str], typer.Argument(help="Show one rule in full.")] = None) -> None:
+    """List nilemig check's rules, or explain one with its bad and good example."""
+    from nilemig.commands.check import rule, rules
+
+    if code is None:
+        for r in rules():
+            out.print(f"{r.code:<8} {r.severity:<7}  {escape(r.title)}")
+        return
+    r = rule(code)
+    out.print(f"[bold]{r.code}[/] ({r.severity}): {escape(r.title)}\n\n{escape(r.doc)}\n")
+    out.print("[red]Bad:[/]")
+    out.print(escape(r.bad), "\n")
+    out.print("[green]Good:[/]")
+    out.print(escape(r.good))
 
 
 @local_app.command("url")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ NOT_UP_TO_DATE = "Target database is not up to date"
 class Generated:
     path: Path | None
     destructive: list[tuple[int, str]]
+    findings: list = field(default_factory=list)  # nilemig check's findings on the new file
 
 
 @dataclass
@@ -50,7 +51,7 @@ def _autogenerate(project: Project, config: Config, message: str) -> Any:
         ) from None
 
 
-def autogen(project: Project, database: Database, message: str) -> Generated:
+def autogen(project: Project, database: Database, message: str, check: bool = True) -> Generated:
     """Write a migration for what differs between models.py and the database; None when nothing does."""
     from nilemig.autogen import unacknowledged_markers
 
@@ -59,8 +60,11 @@ def autogen(project: Project, database: Database, message: str) -> Generated:
     script = _autogenerate(project, config, message)
     if not script:
         return Generated(None, [])
+    from nilemig.lint.engine import check as run_check
+
     path = Path(script.path)
-    return Generated(path, unacknowledged_markers(path))
+    findings = run_check(project, only={path}).findings if check else []
+    return Generated(path, unacknowledged_markers(path), findings)
 
 
 def diff(project: Project, database: Database) -> list[Difference]:

@@ -41,16 +41,38 @@ class Step:
 class RunResult:
     after: tuple[str, ...]
     steps: list[Step] = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # nilemig check's warnings on the migrations applied
 
 
 def up(project: Project, database: Database, target: str = "head",
-       on_step: Callable[[Step], None] | None = None, allow_destructive: bool = False) -> RunResult:
+       on_step: Callable[[Step], None] | None = None, allow_destructive: bool = False,
+       check: bool = True) -> RunResult:
     from alembic import command
 
     pending = pending_scripts(script_directory(project, alembic_config(project)), current_heads(database), target)
     if not allow_destructive:
         refuse_unreviewed_destructive(pending)
-    return _run(project, database, command.upgrade, target, on_step)
+    warnings = refuse_check_errors(project, pending) if check and pending else []
+    result = _run(project, database, command.upgrade, target, on_step)
+    result.warnings = warnings
+    return result
+
+
+def refuse_check_errors(project: Project, pending: list[Script]) -> list:
+    """Run `nilemig check` on the migrations about to be applied; stop on errors, return warnings."""
+    from pathlib import Path
+
+    from nilemig.lint.engine import check
+
+    result = check(project, only={Path(s.path) for s in pending})
+    if result.errors:
+        listed = "; ".join(f"{display_path(f.path)}:{f.line} {f.code} {f.message}" for f in result.errors)
+        raise NilemigError(
+            f"Not applying: nilemig check found {len(result.errors)} error(s) in the pending migrations: {listed}. "
+            "Fix them (`nilemig rules CODE` explains each), mark a deliberate one with "
+            "`# nilemig: ignore[CODE]`, or run `nilemig up --no-check`. Nothing was applied."
+        )
+    return result.warnings
 
 
 def refuse_unreviewed_destructive(pending: list[Script]) -> None:

@@ -1,0 +1,1 @@
+"""`nilemig check`: Nile's rules and common migration hazards, checked from the files alone."""

@@ -1,0 +1,114 @@
+"""The migration chain read from the files themselves (with `ast`), so chain rules work
+even when the chain is too broken for Alembic to load."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_IGNORE = re.compile(r"#\s*nilemig:\s*ignore\[([A-Z0-9,\s]+)\]")
+
+
+@dataclass
+class MigrationFile:
+    path: Path
+    revision: str | None
+    down_revisions: tuple[str, ...]
+    lines: list[str]
+    downgrade_line: int | None = None
+    downgrade_is_empty: bool = False
+    file_ignores: set[str] = field(default_factory=set)
+
+    def ignores(self, line: int) -> set[str]:
+        """Codes ignored for a statement on `line`: inline, or for the whole file."""
+        found = set(self.file_ignores)
+        if 0 < line <= len(self.lines):
+            found |= _codes(self.lines[line - 1])
+        return found
+
+
+@dataclass
+class Chain:
+    migrations: list[MigrationFile]
+    # (file, line, why) of migrations Alembic could not render offline; filled in by the engine
+    render_failures: list[tuple[Path, int, str]] = field(default_factory=list)
+    # (file, line, parser message) of SQL that PostgreSQL's parser rejects; filled in by the engine
+    sql_errors: list[tuple[Path, int, str]] = field(default_factory=list)
+
+    def by_revision(self) -> dict[str, MigrationFile]:
+        return {m.revision: m for m in self.migrations if m.revision}
+
+    def heads(self) -> list[MigrationFile]:
+        referenced = {down for m in self.migrations for down in m.down_revisions}
+        return [m for m in self.migrations if m.revision and m.revision not in referenced]
+
+
+def _codes(line: str) -> set[str]:
+    match = _IGNORE.search(line)
+    return {c.strip() for c in match[1].split(",") if c.strip()} if match else set()
+
+
+def _literal(node: ast.AST | None):
+    try:
+        return ast.literal_eval(node) if node is not None else None
+    except ValueError:
+        return None
+
+
+def _is_empty(function: ast.FunctionDef) -> bool:
+    body = [s for s in function.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))]
+    return all(isinstance(s, ast.Pass) for s in body)
+
+
+def read_migration(path: Path) -> MigrationFile:
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(path))
+    lines = text.splitlines()
+    values: dict[str, object] = {}
+    migration = MigrationFile(path, None, (), lines)
+    first_def = len(lines) + 1
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = _literal(node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            values[node.target.id] = _literal(node.value)
+        elif isinstance(node, ast.FunctionDef):
+            first_def = min(first_def, node.lineno)
+            if node.name == "downgrade":
+                migration.downgrade_line = node.lineno
+                migration.downgrade_is_empty = _is_empty(node)
+    revision = values.get("revision")
+    down = values.get("down_revision")
+    migration.revision = revision if isinstance(revision, str) else None
+    if isinstance(down, str):
+        migration.down_revisions = (down,)
+    elif isinstance(down, (tuple, list)):
+        migration.down_revisions = tuple(d for d in down if isinstance(d, str))
+    for line in lines[: first_def - 1]:
+        if line.lstrip().startswith("#"):
+            migration.file_ignores |= _codes(line)
+    return migration
+
+
+def read_chain(versions: list[Path]) -> Chain:
+    """Every migration file, oldest first where the chain allows it."""
+    migrations = [read_migration(p) for p in sorted(versions)]
+    by_revision = {m.revision: m for m in migrations if m.revision}
+    ordered: list[MigrationFile] = []
+    placed: set[int] = set()
+
+    def place(m: MigrationFile, seen: frozenset[str]) -> None:
+        if id(m) in placed or (m.revision in seen):
+            return
+        for down in m.down_revisions:
+            if down in by_revision:
+                place(by_revision[down], seen | {m.revision})
+        placed.add(id(m))
+        ordered.append(m)
+
+    for m in migrations:
+        place(m, frozenset())
+    return Chain(ordered)

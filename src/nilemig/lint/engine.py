@@ -1,0 +1,128 @@
+"""Runs the rules over a project's migrations: no database needed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nilemig.core import display_path, explain_errors
+from nilemig.errors import NilemigError
+from nilemig.lint import rules  # noqa: F401 - registers the rules
+from nilemig.lint.chain import MigrationFile, read_chain
+from nilemig.lint.registry import ERROR, RULES, Kind
+from nilemig.lint.schema import Location, Schema, apply
+
+if TYPE_CHECKING:
+    from nilemig.config import Project
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str
+    message: str
+    path: Path
+    line: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "message": self.message,
+                "file": display_path(self.path), "line": self.line}
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding]
+    migrations: int
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity != ERROR]
+
+
+def versions_dir(project: Project) -> Path:
+    from nilemig.core import alembic_config
+
+    location = alembic_config(project).get_main_option("script_location")
+    return Path(location) / "versions"
+
+
+def configured_ignores(project: Project) -> set[str]:
+    """Codes turned off in pyproject.toml: [tool.nilemig] ignore = ["NILE011"]."""
+    pyproject = project.root / "pyproject.toml"
+    if not pyproject.is_file():
+        return set()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        settings = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("nilemig", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise NilemigError(f"{display_path(pyproject)} is not valid TOML: {exc}.") from None
+    ignored = set(settings.get("ignore", []))
+    unknown = sorted(ignored - set(RULES))
+    if unknown:
+        raise NilemigError(f"{display_path(pyproject)}: [tool.nilemig] ignore names unknown rule(s) "
+                           f"{', '.join(unknown)}. `nilemig rules` lists them.")
+    return ignored
+
+
+def check(project: Project, only: set[Path] | None = None) -> CheckResult:
+    """Lint every migration; report findings in `only` (all files when None)."""
+    import pglast
+
+    from nilemig.lint.render import render
+
+    paths = sorted(p for p in versions_dir(project).glob("*.py") if p.name != "__init__.py")
+    with explain_errors(project):
+        chain = read_chain(paths)
+    by_path = {os.path.realpath(m.path): m for m in chain.migrations}
+    ignored = configured_ignores(project)
+    findings: list[Finding] = []
+
+    def report(code: str, message: str, migration: MigrationFile, line: int, lines: frozenset[int] = frozenset()):
+        if code in ignored or any(code in migration.ignores(n) for n in {line, *lines}):
+            return
+        findings.append(Finding(code, RULES[code].severity, message, migration.path, line))
+
+    loadable = all(down in chain.by_revision() for m in chain.migrations for down in m.down_revisions)
+    if loadable and paths:
+        with explain_errors(project):
+            rendered = render(project, paths, [(m.revision, m.path) for m in chain.migrations if m.revision])
+        chain.render_failures = [(by_path[os.path.realpath(loc.path)].path, loc.line, why)
+                                 for loc, why in rendered.failures]
+        statement_rules = [r for r in sorted(RULES.values(), key=lambda r: r.code) if r.kind is Kind.STATEMENT]
+        schema = Schema.with_nile_builtins()
+        for emitted in rendered.statements:
+            migration = by_path[os.path.realpath(emitted.location.path)]
+            location = Location(display_path(migration.path), emitted.location.line)
+            try:
+                parsed = pglast.parse_sql(emitted.sql)
+            except pglast.parser.ParseError as exc:
+                chain.sql_errors.append((migration.path, location.line, str(exc)))
+                continue
+            for raw in parsed:
+                statement = rules.Statement(raw.stmt, schema, location)
+                for rule in statement_rules:
+                    for message in rule.check(statement):
+                        report(rule.code, message, migration, location.line, emitted.lines)
+                apply(schema, raw.stmt, location)
+
+    for rule in sorted(RULES.values(), key=lambda r: r.code):
+        if rule.kind is Kind.CHAIN:
+            for message, path, line in rule.check(chain):
+                report(rule.code, message, by_path[os.path.realpath(path)], line)
+
+    if only is not None:
+        wanted = {os.path.realpath(p) for p in only}
+        findings = [f for f in findings if os.path.realpath(f.path) in wanted]
+    order = {os.path.realpath(m.path): i for i, m in enumerate(chain.migrations)}
+    findings.sort(key=lambda f: (order.get(os.path.realpath(f.path), 0), f.line, f.code))
+    return CheckResult(findings, len(chain.migrations))

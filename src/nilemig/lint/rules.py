@@ -1,0 +1,733 @@
+"""nilemig's lint rules. Each rule is one function here: its decorator holds the code,
+severity, title and examples; its docstring is the docs paragraph (`nilemig rules CODE`).
+
+Examples are migration bodies (after the revision header). Several migrations in
+one example are separated by a `# --- next migration ---` line; a migration that
+sets its own `down_revision` keeps it, the others follow the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pglast import ast, enums
+
+from nilemig import nile
+from nilemig.lint.chain import Chain
+from nilemig.lint.registry import ERROR, WARNING, chain_rule, statement_rule
+from nilemig.lint.schema import (
+    Location,
+    Schema,
+    Table,
+    alter_commands,
+    column_constraints,
+    foreign_keys,
+    names,
+    relation_display,
+    relation_key,
+    table_from_create,
+    type_name,
+    unique_keys,
+    uses_sequence,
+)
+
+AT = enums.AlterTableType
+CT = enums.ConstrType
+NEXT = "# --- next migration ---"
+
+
+@dataclass
+class Statement:
+    """One SQL statement a migration runs, with the schema as it was just before it."""
+
+    node: Any
+    schema: Schema
+    location: Location
+
+    def created_table(self) -> Table | None:
+        if isinstance(self.node, ast.CreateStmt):
+            return table_from_create(self.node, self.location)
+        return None
+
+    def target_table(self) -> Table | None:
+        """The existing table an ALTER / CREATE INDEX / INSERT / UPDATE / DELETE works on."""
+        relation = getattr(self.node, "relation", None)
+        return self.schema.get(relation) if isinstance(relation, ast.RangeVar) else None
+
+
+def _is_tenants(relation: ast.RangeVar) -> bool:
+    return relation_key(relation) == ("public", nile.TENANTS_TABLE)
+
+
+# --- Nile: tenant-aware tables -------------------------------------------------------------------
+
+
+@statement_rule(
+    "NILE001", ERROR, "Tenant-aware table whose primary key lacks tenant_id",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id"), nullable=False),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id"), primary_key=True),
+        )
+    """,
+)
+def tenant_primary_key(stmt: Statement) -> Iterator[str]:
+    """A table with a `tenant_id` column is tenant-aware, and Nile requires its primary key to
+    include `tenant_id` (in any position): rows are placed by tenant. Nile rejects the table
+    otherwise. Put `tenant_id` in the primary key (the `TenantAware` mixin does)."""
+    table = stmt.created_table()
+    if table is not None and table.tenant_aware and nile.TENANT_ID not in table.primary_key:
+        key = f"({', '.join(table.primary_key)})" if table.primary_key else "no primary key"
+        yield f"tenant-aware table {table.display()!r} has {key}; Nile requires tenant_id in its primary key"
+    if isinstance(stmt.node, ast.AlterTableStmt):
+        target = stmt.target_table()
+        for cmd in alter_commands(stmt.node, AT.AT_AddConstraint):
+            keys = names(cmd.def_.keys)
+            if cmd.def_.contype == CT.CONSTR_PRIMARY and target is not None and target.tenant_aware \
+                    and nile.TENANT_ID not in keys:
+                yield (f"primary key ({', '.join(keys)}) on tenant-aware table {target.display()!r} "
+                       "lacks tenant_id; Nile requires it")
+
+
+@statement_rule(
+    "NILE002", ERROR, "tenant_id column that is not uuid",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Integer, primary_key=True),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+    """,
+)
+def tenant_id_type(stmt: Statement) -> Iterator[str]:
+    """Nile reserves the column name `tenant_id` for the tenant key, which is a `uuid`
+    referencing `tenants(id)`. A `tenant_id` of any other type is rejected."""
+    columns: list[tuple[str, str]] = []
+    table = stmt.created_table()
+    if table is not None:
+        columns.append((table.display(), table.columns.get(nile.TENANT_ID, "uuid")))
+    if isinstance(stmt.node, ast.AlterTableStmt):
+        where = relation_display(stmt.node.relation)
+        for cmd in alter_commands(stmt.node, AT.AT_AddColumn):
+            if cmd.def_.colname == nile.TENANT_ID:
+                columns.append((where, type_name(cmd.def_.typeName)))
+        for cmd in alter_commands(stmt.node, AT.AT_AlterColumnType):
+            if cmd.name == nile.TENANT_ID:
+                columns.append((where, type_name(cmd.def_.typeName)))
+    for where, kind in columns:
+        if kind != "uuid":
+            yield f"{where}.tenant_id is {kind}; Nile requires tenant_id to be uuid"
+
+
+@statement_rule(
+    "NILE003", ERROR, "Sequence, SERIAL or identity column on a tenant-aware table",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True, server_default=sa.text("gen_random_uuid()")),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+    """,
+)
+def tenant_sequences(stmt: Statement) -> Iterator[str]:
+    """Nile does not support sequences on tenant-aware tables, so `SERIAL`/`BIGSERIAL`, identity
+    columns, `DEFAULT nextval(...)` and SQLAlchemy's autoincrementing integer primary keys all
+    fail there. Use `uuid` keys with `gen_random_uuid()` or `public.uuid_generate_v7()`."""
+    table = stmt.created_table()
+    if table is not None and table.tenant_aware:
+        for element in stmt.node.tableElts or ():
+            if isinstance(element, ast.ColumnDef) and (how := uses_sequence(element)):
+                yield f"{table.display()}.{element.colname} uses a sequence ({how}); Nile's tenant tables cannot"
+    if isinstance(stmt.node, ast.AlterTableStmt):
+        target = stmt.target_table()
+        if target is not None and target.tenant_aware:
+            for cmd in alter_commands(stmt.node, AT.AT_AddColumn):
+                if how := uses_sequence(cmd.def_):
+                    yield f"{target.display()}.{cmd.def_.colname} uses a sequence ({how}); Nile's tenant tables cannot"
+            for cmd in alter_commands(stmt.node, AT.AT_AddIdentity):
+                yield f"{target.display()}.{cmd.name} becomes an identity column; Nile's tenant tables cannot"
+    if isinstance(stmt.node, ast.CreateSeqStmt):
+        for option in stmt.node.options or ():
+            if option.defname == "owned_by":
+                parts = names(option.arg)
+                owner = stmt.schema.tables.get(("public", parts[0]) if len(parts) == 2 else tuple(parts[:2]))
+                if owner is not None and owner.tenant_aware:
+                    yield f"sequence owned by tenant-aware table {owner.display()!r}; Nile's tenant tables cannot"
+
+
+def _foreign_key_pairs(stmt: Statement) -> Iterator[tuple[Table, Any, Table | None]]:
+    """(source table, foreign key, target table or None when unknown) for every FK a statement adds."""
+    table = stmt.created_table()
+    if table is not None:
+        for fk in foreign_keys(stmt.node.tableElts):
+            target = table if relation_key(fk.target) == table.key else stmt.schema.get(fk.target)
+            yield table, fk, target
+    if isinstance(stmt.node, ast.AlterTableStmt) and (source := stmt.target_table()) is not None:
+        elements = [c.def_ for c in alter_commands(stmt.node, AT.AT_AddConstraint, AT.AT_AddColumn)]
+        for fk in foreign_keys(elements):
+            yield source, fk, stmt.schema.get(fk.target)
+
+
+@statement_rule(
+    "NILE004", ERROR, "Foreign key between tenant-aware tables without tenant_id",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "projects",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+        op.create_table(
+            "tasks",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("project_id", sa.Uuid),
+            sa.ForeignKeyConstraint(["project_id"], ["projects.id"]),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "projects",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+        op.create_table(
+            "tasks",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("project_id", sa.Uuid),
+            sa.ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
+        )
+    """,
+)
+def tenant_to_tenant_fk(stmt: Statement) -> Iterator[str]:
+    """A foreign key from one tenant-aware table to another must be composite and include
+    `tenant_id` on both sides, so that a row can only point at rows of its own tenant."""
+    for source, fk, target in _foreign_key_pairs(stmt):
+        if source.tenant_aware and target is not None and target.tenant_aware and not (
+            nile.TENANT_ID in fk.columns and nile.TENANT_ID in (fk.target_columns or target.primary_key)
+        ):
+            yield (f"foreign key {source.display()}({', '.join(fk.columns)}) -> {target.display()} "
+                   "must include tenant_id on both sides")
+
+
+@statement_rule(
+    "NILE005", ERROR, "Foreign key from a tenant-aware table to a shared table",
+    bad="""
+    def upgrade():
+        op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True))
+        op.create_table(
+            "subscriptions",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("plan_id", sa.Uuid, sa.ForeignKey("plans.id")),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True))
+        op.create_table(
+            "subscriptions",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id"), primary_key=True),
+            sa.Column("plan_id", sa.Uuid),
+        )
+    """,
+)
+def tenant_to_shared_fk(stmt: Statement) -> Iterator[str]:
+    """Nile does not support foreign keys from a tenant-aware table to a shared table (one
+    without `tenant_id`); the one exception is `tenants(id)` itself. Keep the reference as a
+    plain column and check it in the application."""
+    for source, fk, target in _foreign_key_pairs(stmt):
+        if source.tenant_aware and target is not None and not target.tenant_aware and not _is_tenants(fk.target):
+            yield (f"foreign key {source.display()}({', '.join(fk.columns)}) -> shared table "
+                   f"{target.display()!r}: Nile supports tenant -> shared foreign keys only to tenants(id)")
+
+
+@statement_rule(
+    "NILE006", WARNING, "Foreign key from a shared table to a tenant-aware table",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+        op.create_table(
+            "audit",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("todo_tenant", sa.Uuid),
+            sa.Column("todo_id", sa.Uuid),
+            sa.ForeignKeyConstraint(["todo_tenant", "todo_id"], ["todos.tenant_id", "todos.id"]),
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+        )
+        op.create_table(
+            "audit",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("todo_tenant", sa.Uuid),
+            sa.Column("todo_id", sa.Uuid),
+        )
+    """,
+)
+def shared_to_tenant_fk(stmt: Statement) -> Iterator[str]:
+    """Nile does not document foreign keys from a shared table to a tenant-aware one; they may
+    be rejected or slow. Prefer keeping such references without a constraint."""
+    for source, fk, target in _foreign_key_pairs(stmt):
+        if not source.tenant_aware and target is not None and target.tenant_aware:
+            yield (f"foreign key from shared table {source.display()!r} to tenant-aware table "
+                   f"{target.display()!r} is not documented by Nile")
+
+
+@statement_rule(
+    "NILE011", WARNING, "Unique constraint or index on a tenant-aware table without tenant_id",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("slug", sa.Text),
+        )
+        op.create_index("todos_slug", "todos", ["slug"], unique=True)
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("slug", sa.Text),
+        )
+        op.create_index("todos_slug", "todos", ["tenant_id", "slug"], unique=True)
+    """,
+)
+def tenant_unique_without_tenant_id(stmt: Statement) -> Iterator[str]:
+    """On a tenant-aware table a unique constraint or index should include `tenant_id`: rows
+    of different tenants may live apart, so uniqueness across tenants cannot be enforced
+    (unconfirmed by Nile's docs, hence a warning). Make it unique per tenant."""
+    keys: list[tuple[str, tuple[str, ...]]] = []
+    table = stmt.created_table()
+    if table is not None and table.tenant_aware:
+        keys += [(table.display(), k) for k in unique_keys(stmt.node.tableElts)]
+    target = stmt.target_table()
+    if target is not None and target.tenant_aware:
+        if isinstance(stmt.node, ast.IndexStmt) and stmt.node.unique:
+            keys.append((target.display(), names(stmt.node.indexParams)))
+        if isinstance(stmt.node, ast.AlterTableStmt):
+            added = [c.def_ for c in alter_commands(stmt.node, AT.AT_AddConstraint)]
+            keys += [(target.display(), k) for k in unique_keys(added)]
+    for where, columns in keys:
+        if nile.TENANT_ID not in columns:
+            yield f"unique ({', '.join(columns)}) on tenant-aware table {where!r} does not include tenant_id"
+
+
+@statement_rule(
+    "NILE012", WARNING, "Data written to a tenant-aware table inside a migration",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("done", sa.Boolean),
+        )
+        op.execute("UPDATE todos SET done = false")
+    """,
+    good="""
+    def upgrade():
+        op.create_table(
+            "todos",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("tenant_id", sa.Uuid, primary_key=True),
+            sa.Column("done", sa.Boolean, server_default=sa.false()),
+        )
+    """,
+)
+def tenant_data_writes(stmt: Statement) -> Iterator[str]:
+    """Nile does not let one transaction write to tenant-aware and shared tables together, and
+    Alembic's `alembic_version` is shared: a migration that writes tenant rows can fail when
+    the version is bumped in the same transaction. Use server defaults, or move the data change
+    into its own step with a tenant context (`SET nile.tenant_id`)."""
+    if isinstance(stmt.node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
+        target = stmt.target_table()
+        if target is not None and target.tenant_aware:
+            verb = type(stmt.node).__name__.removesuffix("Stmt").upper()
+            yield f"{verb} on tenant-aware table {target.display()!r} in the same transaction as the version bump"
+
+
+# --- Nile: unsupported statements and built-ins --------------------------------------------------
+
+_UNSUPPORTED = {
+    ast.CreateFunctionStmt: "CREATE FUNCTION / PROCEDURE",
+    ast.CreateTrigStmt: "CREATE TRIGGER",
+    ast.CreateEventTrigStmt: "CREATE EVENT TRIGGER",
+    ast.CreatePolicyStmt: "CREATE POLICY",
+    ast.CreateRoleStmt: "CREATE ROLE / USER",
+    ast.CreatedbStmt: "CREATE DATABASE",
+    ast.CreateTableSpaceStmt: "CREATE TABLESPACE",
+    ast.CopyStmt: "COPY",
+}
+
+
+@statement_rule(
+    "NILE007", ERROR, "Statement Nile does not support",
+    bad="""
+    def upgrade():
+        op.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
+    """,
+    good="""
+    def upgrade():
+        op.add_column("account", sa.Column("updated", sa.DateTime, server_default=sa.func.now()))
+    """,
+)
+def unsupported_statement(stmt: Statement) -> Iterator[str]:
+    """Nile rejects `CREATE FUNCTION`/`PROCEDURE`, `CREATE TRIGGER`, `CREATE POLICY`,
+    `CREATE ROLE`/`USER`, `CREATE DATABASE`, `CREATE TABLESPACE` and `COPY`. Keep that logic in
+    the application (timestamps via server defaults, access rules via tenant context)."""
+    for node_type, what in _UNSUPPORTED.items():
+        if isinstance(stmt.node, node_type):
+            if isinstance(stmt.node, ast.CreateFunctionStmt):
+                what = "CREATE PROCEDURE" if stmt.node.is_procedure else "CREATE FUNCTION"
+            yield f"{what} is not supported on Nile"
+
+
+@statement_rule(
+    "NILE008", ERROR, "CASCADE",
+    bad="""
+    def upgrade():
+        op.execute("DROP TABLE account CASCADE")
+    """,
+    good="""
+    def upgrade():
+        op.drop_table("account")
+    """,
+)
+def cascade(stmt: Statement) -> Iterator[str]:
+    """Nile does not support `CASCADE` on drops (or `TRUNCATE ... CASCADE`). Drop dependent
+    objects explicitly, in order, so the migration says what it removes."""
+    behaviours = [getattr(stmt.node, "behavior", None)]
+    if isinstance(stmt.node, ast.AlterTableStmt):
+        behaviours += [c.behavior for c in stmt.node.cmds or ()]
+    if enums.DropBehavior.DROP_CASCADE in behaviours:
+        yield "CASCADE is not supported on Nile; drop dependent objects explicitly"
+
+
+@statement_rule(
+    "NILE009", ERROR, "Storage parameters or tablespace",
+    bad="""
+    def upgrade():
+        op.create_table(
+            "events",
+            sa.Column("id", sa.Uuid, primary_key=True),
+            postgresql_with={"fillfactor": 70},
+        )
+    """,
+    good="""
+    def upgrade():
+        op.create_table("events", sa.Column("id", sa.Uuid, primary_key=True))
+    """,
+)
+def storage_parameters(stmt: Statement) -> Iterator[str]:
+    """Nile manages storage itself: `WITH (fillfactor=...)` and other storage parameters, and
+    `TABLESPACE`, on tables and indexes are not supported."""
+    node = stmt.node
+    if isinstance(node, (ast.CreateStmt, ast.IndexStmt)):
+        if node.options:
+            yield f"storage parameters WITH ({', '.join(o.defname for o in node.options)}) are not supported on Nile"
+        if getattr(node, "tablespacename", None) or getattr(node, "tableSpace", None):
+            yield "TABLESPACE is not supported on Nile"
+    if isinstance(node, ast.AlterTableStmt):
+        if alter_commands(node, AT.AT_SetRelOptions, AT.AT_ResetRelOptions, AT.AT_ReplaceRelOptions):
+            yield "ALTER TABLE ... SET (storage parameters) is not supported on Nile"
+        if alter_commands(node, AT.AT_SetTableSpace):
+            yield "ALTER TABLE ... SET TABLESPACE is not supported on Nile"
+
+
+_TENANTS_COLUMN_CHANGES = (AT.AT_DropColumn, AT.AT_AlterColumnType, AT.AT_ColumnDefault, AT.AT_DropNotNull,
+                           AT.AT_SetNotNull, AT.AT_AddIdentity, AT.AT_DropIdentity)
+
+
+def _relations(node: Any) -> list[tuple[str, str]]:
+    if isinstance(node, ast.DropStmt) and node.removeType in (enums.ObjectType.OBJECT_TABLE,
+                                                               enums.ObjectType.OBJECT_INDEX):
+        return [(p[0], p[1]) if len(p) > 1 else ("public", p[0]) for p in (names(o) for o in node.objects or ())]
+    if isinstance(node, ast.TruncateStmt):
+        return [relation_key(r) for r in node.relations or ()]
+    relation = getattr(node, "relation", None)
+    return [relation_key(relation)] if isinstance(relation, ast.RangeVar) else []
+
+
+@statement_rule(
+    "NILE010", ERROR, "DDL on Nile's built-in objects",
+    bad="""
+    def upgrade():
+        op.drop_column("tenants", "name")
+    """,
+    good="""
+    def upgrade():
+        op.add_column("tenants", sa.Column("plan", sa.Text))
+    """,
+)
+def builtin_objects(stmt: Statement) -> Iterator[str]:
+    """Nile owns the `tenants` table (you may add columns to it, not drop, retype or alter its
+    own), the `users`, `auth` and `nile_ddl` schemas, and `distributed_transactions`. A migration
+    that creates, drops or alters them is rejected by Nile or breaks it. Reference them instead;
+    `nilemig.nile.define_tenants` gives models the real `tenants` table."""
+    node = stmt.node
+    if isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
+        return
+    if isinstance(node, (ast.CreateSchemaStmt,)) and node.schemaname in nile.BUILTIN_SCHEMAS:
+        yield f"schema {node.schemaname!r} is Nile's"
+    if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_SCHEMA:
+        for obj in node.objects or ():
+            if getattr(obj, "sval", None) in nile.BUILTIN_SCHEMAS:
+                yield f"schema {obj.sval!r} is Nile's and cannot be dropped"
+    for schema, name in _relations(node):
+        if schema in nile.BUILTIN_SCHEMAS:
+            yield f"{schema}.{name} is in Nile's built-in schema {schema!r}"
+        elif schema == "public" and name == "distributed_transactions":
+            yield "distributed_transactions is Nile's table"
+        elif schema == "public" and name == nile.TENANTS_TABLE:
+            yield from _tenants_changes(node)
+
+
+def _tenants_changes(node: Any) -> Iterator[str]:
+    if isinstance(node, ast.CreateStmt) and not node.if_not_exists:
+        yield "tenants already exists in every Nile database; do not create it"
+    elif isinstance(node, (ast.DropStmt, ast.TruncateStmt)):
+        yield "tenants is Nile's table and cannot be dropped or truncated"
+    elif isinstance(node, ast.AlterTableStmt):
+        for cmd in alter_commands(node, *_TENANTS_COLUMN_CHANGES):
+            if cmd.name in nile.TENANTS_NILE_COLUMNS:
+                yield f"tenants.{cmd.name} is Nile's column; only columns you added may be changed"
+        if alter_commands(node, AT.AT_DropConstraint):
+            yield "constraints of tenants are Nile's; do not drop them"
+    elif isinstance(node, ast.RenameStmt) and (node.subname in nile.TENANTS_NILE_COLUMNS or
+                                                node.renameType == enums.ObjectType.OBJECT_TABLE):
+        yield "tenants and its Nile columns cannot be renamed"
+
+
+# --- Migrations in general -----------------------------------------------------------------------
+
+
+@statement_rule(
+    "MIG003", ERROR, "Table created twice along the chain",
+    bad="""
+    def upgrade():
+        op.create_table("account", sa.Column("id", sa.Integer, primary_key=True))
+    # --- next migration ---
+    def upgrade():
+        op.create_table("account", sa.Column("id", sa.Integer, primary_key=True))
+    """,
+    good="""
+    def upgrade():
+        op.create_table("account", sa.Column("id", sa.Integer, primary_key=True))
+    # --- next migration ---
+    def upgrade():
+        op.add_column("account", sa.Column("email", sa.Text))
+    """,
+)
+def table_created_twice(stmt: Statement) -> Iterator[str]:
+    """The walkthrough's "table already exists": a later migration creates a table an earlier
+    one already created (and nothing dropped in between), so `up` fails there. Delete or
+    rename the second migration, or make it alter the table."""
+    table = stmt.created_table()
+    if table is None or stmt.node.if_not_exists:
+        return
+    existing = stmt.schema.tables.get(table.key)
+    if existing is not None and existing.created_at is not None:
+        first = existing.created_at
+        yield f"table {table.display()!r} is already created by {first.path}:{first.line}"
+
+
+@statement_rule(
+    "MIG005", WARNING, "Destructive operation",
+    bad="""
+    def upgrade():
+        op.create_table("account", sa.Column("id", sa.Integer, primary_key=True), sa.Column("bio", sa.Text))
+        op.drop_column("account", "bio")
+    """,
+    good="""
+    def upgrade():
+        op.create_table("account", sa.Column("id", sa.Integer, primary_key=True), sa.Column("bio", sa.Text))
+        op.add_column("account", sa.Column("email", sa.Text))
+    """,
+)
+def destructive(stmt: Statement) -> Iterator[str]:
+    """Dropping a table or column, changing a column's type, making a column `NOT NULL`, or
+    truncating loses data or fails on existing rows, and cannot be undone by a downgrade.
+    Make sure it is meant; `# nilemig: ignore[MIG005]` on the line says it is."""
+    node = stmt.node
+    if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_TABLE:
+        yield f"drops table(s) {', '.join('.'.join(names(o)) for o in node.objects or ())} and their data"
+    elif isinstance(node, ast.TruncateStmt):
+        yield "TRUNCATE deletes every row"
+    elif isinstance(node, ast.AlterTableStmt):
+        where = relation_display(node.relation)
+        for cmd in alter_commands(node, AT.AT_DropColumn):
+            yield f"drops column {where}.{cmd.name} and its data"
+        for cmd in alter_commands(node, AT.AT_AlterColumnType):
+            yield f"changes the type of {where}.{cmd.name}, which can truncate data or fail on existing rows"
+        for cmd in alter_commands(node, AT.AT_SetNotNull):
+            yield f"makes {where}.{cmd.name} NOT NULL, which fails if any row holds NULL"
+
+
+# --- The chain ---------------------------------------------------------------------------------
+
+
+@chain_rule(
+    "MIG001", ERROR, "Multiple heads",
+    bad="""
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+    # --- next migration ---
+    down_revision = None
+
+    def upgrade():
+        op.create_table("b", sa.Column("id", sa.Integer, primary_key=True))
+    """,
+    good="""
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+    # --- next migration ---
+    def upgrade():
+        op.create_table("b", sa.Column("id", sa.Integer, primary_key=True))
+    """,
+)
+def multiple_heads(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """Two migrations that both follow the same parent (or both start from nothing), usually
+    from two branches merged in git. `nilemig up` cannot tell which comes first. Set one's
+    `down_revision` to the other, or merge them with `alembic merge heads`."""
+    heads = chain.heads()
+    if len(heads) > 1:
+        for head in heads:
+            others = ", ".join(h.revision for h in heads if h is not head)
+            yield f"revision {head.revision} is a head, and so is {others}", head.path, 1
+
+
+@chain_rule(
+    "MIG002", ERROR, "down_revision that does not exist",
+    bad="""
+    down_revision = "does_not_exist"
+
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+    """,
+    good="""
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+    """,
+)
+def missing_down_revision(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """A migration names a `down_revision` that no file in `versions/` has (a deleted or
+    renamed migration, or a typo). Alembic cannot load the chain at all."""
+    known = chain.by_revision()
+    for migration in chain.migrations:
+        for down in migration.down_revisions:
+            if down not in known:
+                line = next((n for n, text in enumerate(migration.lines, 1) if "down_revision" in text), 1)
+                yield f"down_revision {down!r} is not the revision of any migration file", migration.path, line
+
+
+@chain_rule(
+    "MIG004", WARNING, "Empty downgrade",
+    bad="""
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+
+    def downgrade():
+        pass
+    """,
+    good="""
+    def upgrade():
+        op.create_table("a", sa.Column("id", sa.Integer, primary_key=True))
+
+    def downgrade():
+        op.drop_table("a")
+    """,
+)
+def empty_downgrade(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """A `downgrade()` that does nothing makes `nilemig down` report success while leaving the
+    schema as it was. Undo what `upgrade()` did, or raise an error saying why it cannot be
+    undone."""
+    for migration in chain.migrations:
+        if migration.downgrade_line is not None and migration.downgrade_is_empty:
+            yield "downgrade() does nothing: `nilemig down` would leave the schema changed", migration.path, \
+                migration.downgrade_line
+
+
+@chain_rule(
+    "MIG000", WARNING, "Migration that cannot be rendered offline",
+    bad="""
+    def upgrade():
+        rows = op.get_bind().execute(sa.text("SELECT id FROM account")).fetchall()
+        for (account_id,) in rows:
+            op.execute(sa.text("UPDATE account SET name = upper(name) WHERE id = :id").bindparams(id=account_id))
+    """,
+    good="""
+    def upgrade():
+        op.execute("UPDATE account SET name = upper(name)")
+    """,
+)
+def cannot_render(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """nilemig checks migrations without a database, by rendering them to SQL with Alembic's
+    offline mode. A migration that needs a live connection (`op.get_bind()`, reading rows) cannot
+    be rendered, so nothing in it is checked. Prefer `op.execute`, or accept the gap."""
+    for path, line, why in chain.render_failures:
+        yield f"cannot be rendered to SQL without a database, so it was not checked ({why})", path, line
+
+
+@chain_rule(
+    "MIG006", ERROR, "SQL that does not parse",
+    bad="""
+    def upgrade():
+        op.execute("ALTER TABLE account ADD COLUM email text")
+    """,
+    good="""
+    def upgrade():
+        op.execute("ALTER TABLE account ADD COLUMN email text")
+    """,
+)
+def sql_syntax(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """SQL in `op.execute(...)` that PostgreSQL's own parser rejects fails when the migration
+    runs, after the migrations before it were applied. Fix it before it reaches the database."""
+    for path, line, why in chain.sql_errors:
+        yield f"PostgreSQL cannot parse this SQL: {why}", path, line
