@@ -128,7 +128,12 @@ def test_failed_migration_leaves_the_previous_revision(project, database_url):
 def test_second_migration_creating_the_same_table_names_both_files(project, database_url):
     first = new_migration("create account table", "op.create_table('account', sa.Column('id', sa.Integer))")
     second = new_migration("create account again", "op.create_table('account', sa.Column('id', sa.Integer))")
-    result = run_cli("up")
+    # nilemig check stops it before it runs...
+    checked = run_cli("up")
+    assert_clean_error(checked, "MIG003", "'account' is already created by", first.name, second.name)
+    assert current_revision(database_url) is None
+    # ...and without the check, the database's error names both files too.
+    result = run_cli("up", "--no-check")
     assert_clean_error(result, "'account' is created by more than one migration", first.name, second.name)
     assert current_revision(database_url) == first.name.split("_")[2]
 

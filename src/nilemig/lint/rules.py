@@ -24,6 +24,7 @@ from nilemig.lint.schema import (
     alter_commands,
     column_constraints,
     foreign_keys,
+    is_widening,
     names,
     relation_display,
     relation_key,
@@ -604,8 +605,13 @@ def destructive(stmt: Statement) -> Iterator[str]:
         where = relation_display(node.relation)
         for cmd in alter_commands(node, AT.AT_DropColumn):
             yield f"drops column {where}.{cmd.name} and its data"
+        table = stmt.target_table()
         for cmd in alter_commands(node, AT.AT_AlterColumnType):
-            yield f"changes the type of {where}.{cmd.name}, which can truncate data or fail on existing rows"
+            old = table.columns.get(cmd.name) if table is not None else None
+            new = type_name(cmd.def_.typeName)
+            if old is None or not is_widening(old, new):
+                yield (f"changes the type of {where}.{cmd.name} ({old or 'unknown'} -> {new}), which can truncate "
+                       "data or fail on existing rows")
         for cmd in alter_commands(node, AT.AT_SetNotNull):
             yield f"makes {where}.{cmd.name} NOT NULL, which fails if any row holds NULL"
 

@@ -89,7 +89,28 @@ def names(nodes: Any) -> tuple[str, ...]:
 
 
 def type_name(type_node: ast.TypeName | None) -> str:
-    return names(type_node.names)[-1] if type_node is not None and type_node.names else ""
+    """The type as PostgreSQL names it, with its modifiers: 'uuid', 'int4', 'varchar(50)'."""
+    if type_node is None or not type_node.names:
+        return ""
+    base = names(type_node.names)[-1]
+    mods = [str(m.val.ival) for m in type_node.typmods or () if isinstance(getattr(m, "val", None), ast.Integer)]
+    return f"{base}({','.join(mods)})" if mods else base
+
+
+_WIDER = {"int2": 1, "int4": 2, "int8": 3, "float4": 1, "float8": 2}
+
+
+def is_widening(old: str, new: str) -> bool:
+    """True when every value of type `old` fits `new` unchanged (varchar(50) -> varchar(120), int4 -> int8)."""
+    old_base, _, old_mods = old.partition("(")
+    new_base, _, new_mods = new.partition("(")
+    if old_base in ("varchar", "bpchar") and new_base in ("varchar", "text"):
+        if new_base == "text" or not new_mods:
+            return True
+        return bool(old_mods) and int(new_mods.rstrip(")")) >= int(old_mods.rstrip(")"))
+    if old_base in _WIDER and new_base in _WIDER and old_base[:3] == new_base[:3]:
+        return _WIDER[new_base] >= _WIDER[old_base]
+    return old == new
 
 
 def column_constraints(column: ast.ColumnDef, contype: enums.ConstrType) -> list[ast.Constraint]:
