@@ -4,6 +4,7 @@ even when the chain is too broken for Alembic to load."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ class MigrationFile:
     downgrade_line: int | None = None
     downgrade_is_empty: bool = False
     file_ignores: set[str] = field(default_factory=set)
+    key: str = ""  # os.path.realpath of path: how the engine matches Alembic's file names to this file
 
     def ignores(self, line: int) -> set[str]:
         """Codes ignored for a statement on `line`: inline, or for the whole file."""
@@ -68,7 +70,7 @@ def read_migration(path: Path) -> MigrationFile:
     tree = ast.parse(text, filename=str(path))
     lines = text.splitlines()
     values: dict[str, object] = {}
-    migration = MigrationFile(path, None, (), lines)
+    migration = MigrationFile(path, None, (), lines, key=os.path.realpath(path))
     first_def = len(lines) + 1
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):

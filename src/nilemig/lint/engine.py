@@ -83,7 +83,7 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
     paths = sorted(p for p in versions_dir(project).glob("*.py") if p.name != "__init__.py")
     with explain_errors(project):
         chain = read_chain(paths)
-    by_path = {os.path.realpath(m.path): m for m in chain.migrations}
+    by_key = {m.key: m for m in chain.migrations}
     ignored = configured_ignores(project)
     findings: list[Finding] = []
 
@@ -92,17 +92,19 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
             return
         findings.append(Finding(code, RULES[code].severity, message, migration.path, line))
 
-    loadable = all(down in chain.by_revision() for m in chain.migrations for down in m.down_revisions)
+    known = chain.by_revision()
+    loadable = all(down in known for m in chain.migrations for down in m.down_revisions)
     if loadable and paths:
         with explain_errors(project):
-            rendered = render(project, paths, [(m.revision, m.path) for m in chain.migrations if m.revision])
-        chain.render_failures = [(by_path[os.path.realpath(loc.path)].path, loc.line, why)
+            rendered = render(project, {str(m.path): m.key for m in chain.migrations},
+                              {m.key: m.revision for m in chain.migrations if m.revision})
+        chain.render_failures = [(by_key[rendered.keys[loc.path]].path, loc.line, why)
                                  for loc, why in rendered.failures]
         statement_rules = [r for r in sorted(RULES.values(), key=lambda r: r.code) if r.kind is Kind.STATEMENT]
         schema = Schema.with_nile_builtins()
         for emitted in rendered.statements:
-            migration = by_path[os.path.realpath(emitted.location.path)]
-            location = Location(display_path(migration.path), emitted.location.line)
+            migration = by_key[rendered.keys[emitted.location.path]]
+            location = Location(migration.path, emitted.location.line)
             try:
                 parsed = pglast.parse_sql(emitted.sql)
             except pglast.parser.ParseError as exc:
@@ -118,11 +120,11 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
     for rule in sorted(RULES.values(), key=lambda r: r.code):
         if rule.kind is Kind.CHAIN:
             for message, path, line in rule.check(chain):
-                report(rule.code, message, by_path[os.path.realpath(path)], line)
+                report(rule.code, message, by_key[os.path.realpath(path)], line)
 
     if only is not None:
         wanted = {os.path.realpath(p) for p in only}
         findings = [f for f in findings if os.path.realpath(f.path) in wanted]
-    order = {os.path.realpath(m.path): i for i, m in enumerate(chain.migrations)}
-    findings.sort(key=lambda f: (order.get(os.path.realpath(f.path), 0), f.line, f.code))
+    order = {m.path: i for i, m in enumerate(chain.migrations)}
+    findings.sort(key=lambda f: (order.get(f.path, 0), f.line, f.code))
     return CheckResult(findings, len(chain.migrations))

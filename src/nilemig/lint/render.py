@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nilemig.core import alembic_config, failing_frame
@@ -26,6 +25,8 @@ class Emitted:
 @dataclass
 class Rendered:
     statements: list[Emitted] = field(default_factory=list)
+    # Emitted.location.path -> os.path.realpath of it, computed once per file
+    keys: dict[str, str] = field(default_factory=dict)
     # migrations that could not be rendered offline: (location, why)
     failures: list[tuple[Location, str]] = field(default_factory=list)
 
@@ -56,17 +57,17 @@ class _Recorder:
         pass
 
 
-def render(project: Project, paths: list[Path], starts: list[tuple[str, Path]]) -> Rendered:
+def render(project: Project, files: dict[str, str], revisions: dict[str, str]) -> Rendered:
     """Render `heads` from base; after a migration that cannot render offline, go on after it.
 
-    `starts` maps revision -> file for restarting past a failed migration.
+    `files` maps each migration's path, as Alembic will name it, to its key (real path);
+    `revisions` maps a key to its revision, for restarting past a failed migration.
     """
     from alembic import command
 
-    files = {str(p) for p in paths} | {os.path.realpath(p) for p in paths}
-    recorder = _Recorder(files)
+    keys = {**files, **{key: key for key in files.values()}}
+    recorder = _Recorder(set(keys))
     result = Rendered()
-    file_to_revision = {os.path.realpath(path): rev for rev, path in starts}
     start = None
     while True:
         config = alembic_config(project, output=recorder)
@@ -75,13 +76,14 @@ def render(project: Project, paths: list[Path], starts: list[tuple[str, Path]]) 
             break
         except Exception as exc:  # noqa: BLE001 - any failure is reported as a finding, then skipped
             frame = failing_frame(exc, project.root)
-            revision = file_to_revision.get(os.path.realpath(frame.filename)) if frame else None
+            key = keys.get(frame.filename) or os.path.realpath(frame.filename) if frame else None
+            revision = revisions.get(key)
             if frame is None or revision is None or revision == start:
                 raise
             result.failures.append((Location(frame.filename, frame.lineno), f"{type(exc).__name__}: {exc}"))
             # Drop what the failed migration emitted before failing; restart after it.
-            recorder.statements = [s for s in recorder.statements
-                                   if os.path.realpath(s.location.path) != os.path.realpath(frame.filename)]
+            recorder.statements = [s for s in recorder.statements if keys[s.location.path] != key]
             start = revision
     result.statements = recorder.statements
+    result.keys = keys
     return result

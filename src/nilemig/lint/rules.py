@@ -15,6 +15,7 @@ from typing import Any
 from pglast import ast, enums
 
 from nilemig import nile
+from nilemig.core import display_path
 from nilemig.lint.chain import Chain
 from nilemig.lint.registry import ERROR, WARNING, chain_rule, statement_rule
 from nilemig.lint.schema import (
@@ -576,7 +577,7 @@ def table_created_twice(stmt: Statement) -> Iterator[str]:
     existing = stmt.schema.tables.get(table.key)
     if existing is not None and existing.created_at is not None:
         first = existing.created_at
-        yield f"table {table.display()!r} is already created by {first.path}:{first.line}"
+        yield f"table {table.display()!r} is already created by {display_path(first.path)}:{first.line}"
 
 
 @statement_rule(

@@ -18,7 +18,7 @@ SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallseria
 
 @dataclass(frozen=True)
 class Location:
-    path: str
+    path: Any  # str as Alembic names the file while rendering; the migration's Path in rules
     line: int
 
 

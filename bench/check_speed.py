@@ -1,0 +1,97 @@
+"""Benchmark: `nilemig check` over a generated chain, against `alembic upgrade head --sql` on the same chain.
+
+Prints the time of each (median of --repeat runs) and their ratio, measured in the same run.
+Goal: `nilemig check` over 1000 migrations in <= 2 s on a 2-core machine.
+
+Usage: python bench/check_speed.py [--migrations 1000] [--repeat 3]
+No database is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SHARED = '''def upgrade():
+    op.create_table("shared_{n}", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+
+
+def downgrade():
+    op.drop_table("shared_{n}")
+'''
+TENANT = '''def upgrade():
+    op.create_table(
+        "tenant_{n}",
+        sa.Column("id", sa.Uuid, primary_key=True, server_default=sa.text("gen_random_uuid()")),
+        sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id"), primary_key=True),
+        sa.Column("title", sa.String(200), nullable=False),
+    )
+    op.create_index("tenant_{n}_title", "tenant_{n}", ["tenant_id", "title"])
+
+
+def downgrade():
+    op.drop_table("tenant_{n}")
+'''
+ALTER = '''def upgrade():
+    op.add_column("shared_{m}", sa.Column("extra_{n}", sa.Text))
+    op.execute("UPDATE shared_{m} SET extra_{n} = name")
+
+
+def downgrade():
+    op.drop_column("shared_{m}", "extra_{n}")
+'''
+
+
+def write_chain(versions: Path, count: int) -> None:
+    down = None
+    for n in range(count):
+        rev = f"{n:012x}"
+        body = (SHARED, TENANT, ALTER)[n % 3].format(n=n, m=n - 2)
+        header = (f'"""step {n}"""\nfrom alembic import op\nimport sqlalchemy as sa\n\n'
+                  f"revision = {rev!r}\ndown_revision = {down!r}\n\n\n")
+        (versions / f"{rev}_step_{n}.py").write_text(header + body)
+        down = rev
+
+
+def median_time(cmd: list[str], cwd: Path, repeat: int) -> float:
+    env = {**os.environ, "DATABASE_URL": "postgresql://bench:unused@127.0.0.1:1/none"}
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        samples.append(time.perf_counter() - start)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--migrations", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nilemig-bench-check-"))
+    try:
+        project = work / "project"
+        subprocess.run([BIN / "nilemig", "init", str(project)], check=True, stdout=subprocess.DEVNULL)
+        write_chain(project / "alembic" / "versions", args.migrations)
+        check = median_time([str(BIN / "nilemig"), "check"], project, args.repeat)
+        render = median_time([str(BIN / "alembic"), "upgrade", "head", "--sql"], project, args.repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.migrations} migrations, median of {args.repeat} runs")
+    print(f"nilemig check                {check:6.2f} s   (goal <= 2.00 s)")
+    print(f"alembic upgrade head --sql   {render:6.2f} s")
+    print(f"ratio                        {check / render:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
