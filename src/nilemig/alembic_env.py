@@ -6,6 +6,9 @@ initialised, and plain `alembic` behaves exactly like `nilemig`.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,23 @@ from nilemig.config import Project, resolve_database
 DATABASE_KEY = "nilemig_database"
 ON_APPLY_KEY = "nilemig_on_version_apply"
 FROM_CLI_KEY = "nilemig_cli"
+SETTINGS_KEY = "nilemig_run_settings"
 # pytest-alembic and Alembic's cookbook hand a live connection over under this key.
 CONNECTION_KEY = "connection"
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class RunSettings:
+    """How a migration run waits and times out; `nilemig up --help` documents the flags."""
+
+    lock_wait_seconds: float = 60.0  # for the migration lock held by another runner
+    table_lock_timeout_seconds: float = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
+    statement_timeout_seconds: float = 900.0  # PostgreSQL statement_timeout for every statement
+    on_notice: Callable[[str], None] = field(default=_to_stderr)
 
 
 def configure_options(target_metadata: Any) -> dict[str, Any]:
@@ -54,13 +72,30 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
         _configure_and_run(context, connection=connection, **options)
         return
 
-    from nilemig.database import connect
+    from alembic.runtime.migration import MigrationContext
+
+    from nilemig import ledger
+    from nilemig.database import connect, set_timeouts
+    from nilemig.runlock import migration_lock
 
     database = config.attributes.get(DATABASE_KEY)
     if database is None:
         database = resolve_database(Project(Path(config.config_file_name).resolve().parent))
+    settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
     with connect(database) as connection:
-        _configure_and_run(context, connection=connection, **options)
+        set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
+        # Lock before Alembic reads the current revision: concurrent runners apply each migration once.
+        with migration_lock(connection, settings.lock_wait_seconds, settings.on_notice):
+            current = tuple(MigrationContext.configure(connection).get_current_heads())
+            baselined = ledger.ensure(connection, context.script, current)
+            connection.commit()
+            if baselined:
+                settings.on_notice(
+                    f"Recorded {baselined} migration(s) applied before nilemig in {ledger.TABLE}, "
+                    "taking their files as they are now as reviewed."
+                )
+            options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
+            _configure_and_run(context, connection=connection, **options)
 
 
 def _configure_and_run(context: Any, **options: Any) -> None:

@@ -227,16 +227,38 @@ def _print_step(verb: str):
     return show
 
 
+LockTimeout = Annotated[float, typer.Option(
+    "--lock-timeout", metavar="SECONDS", help="How long to wait for another migration run to finish.")]
+TableLockTimeout = Annotated[float, typer.Option(
+    "--table-lock-timeout", metavar="SECONDS",
+    help="PostgreSQL lock_timeout: give up on a table another session keeps locked.")]
+StatementTimeout = Annotated[float, typer.Option(
+    "--statement-timeout", metavar="SECONDS", help="PostgreSQL statement_timeout for every statement.")]
+
+
+def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float):
+    from nilemig.alembic_env import RunSettings
+
+    return RunSettings(lock_timeout, table_lock_timeout, statement_timeout,
+                       on_notice=lambda message: err.print(escape(message)))
+
+
 @app.command()
 @handled
 def up(
     target: Annotated[str, typer.Argument(help="head, +N, or a revision id.")] = "head",
     allow_destructive: Annotated[bool, typer.Option(
         "--allow-destructive", help="Apply migrations whose destructive operations nobody has reviewed.")] = False,
+    allow_edited: Annotated[bool, typer.Option(
+        "--allow-edited", help="Run although applied migrations were edited since.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip nilemig check on the pending migrations.")] = False,
+    lock_timeout: LockTimeout = 60.0,
+    table_lock_timeout: TableLockTimeout = 10.0,
+    statement_timeout: StatementTimeout = 900.0,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Apply pending migrations, each in its own transaction, after checking them."""
+    from nilemig.commands.migrate import UpOptions
     from nilemig.commands.migrate import up as run_up
     from nilemig.core import describe_revisions
 
@@ -244,8 +266,9 @@ def up(
     database = _database(project, database_url)
     if no_check:
         err.print("[yellow]Skipping nilemig check (--no-check).[/]")
-    result = run_up(project, database, target, on_step=_print_step("applied"),
-                    allow_destructive=allow_destructive, check=not no_check)
+    options = UpOptions(allow_destructive, allow_edited, not no_check,
+                        _settings(lock_timeout, table_lock_timeout, statement_timeout))
+    result = run_up(project, database, target, on_step=_print_step("applied"), options=options)
     _print_findings(result.warnings, "text", stderr=True)
     if not result.steps:
         err.print(f"Nothing to apply: the database is already at {describe_revisions(result.after)}.")
@@ -258,6 +281,9 @@ def up(
 def down(
     target: Annotated[str, typer.Argument(help="-N, a revision id, or base.")] = "-1",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before undoing several migrations.")] = False,
+    lock_timeout: LockTimeout = 60.0,
+    table_lock_timeout: TableLockTimeout = 10.0,
+    statement_timeout: StatementTimeout = 900.0,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""
@@ -273,7 +299,8 @@ def down(
             raise UsageError(f"`down {target}` would undo {count} migration(s) and may destroy data. "
                              "There is no terminal to ask for confirmation: pass --yes to go ahead.")
         typer.confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.", abort=True)
-    result = run_down(project, database, target, on_step=_print_step("undone "))
+    result = run_down(project, database, target, on_step=_print_step("undone "),
+                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout))
     if not result.steps:
         err.print(f"Nothing to undo: the database is at {describe_revisions(result.after)}.")
     else:
@@ -289,7 +316,7 @@ def status(
 ) -> None:
     """Show the database, its current revision, the head, and pending migrations."""
     from nilemig.commands.status import status as run_status
-    from nilemig.core import describe_revisions
+    from nilemig.core import describe_revisions, display_path
 
     project = _project()
     result = run_status(project, _database(project, database_url))
@@ -298,6 +325,14 @@ def status(
     else:
         out.print(f"Current:  {describe_revisions(result.current)}")
         out.print(f"Head:     {', '.join(result.heads) or '(no migrations yet)'}")
+        drift = result.drift
+        if not drift.has_ledger:
+            out.print("Ledger:   not created yet (the next `nilemig up` creates it)")
+        for revision, path in drift.edited:
+            out.print(f"[red]Edited:[/]   {revision} ({escape(display_path(path))}) changed after it was applied "
+                      "— revert it, or `nilemig rebaseline` after review")
+        for revision in drift.missing:
+            out.print(f"[red]Missing:[/]  {revision} is applied but no migration file has it")
         if result.up_to_date:
             out.print("[green]Up to date.[/]")
         else:
@@ -306,6 +341,21 @@ def status(
                 out.print(f"  {m.revision}  {escape(m.message)}  [dim]{escape(m.path)}[/]")
     if check and not result.up_to_date:
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def rebaseline(
+    revisions: Annotated[Optional[list[str]], typer.Argument(help="Revisions to accept (default: every edited one).",
+                                                              show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """After reviewing edits to applied migrations, accept their files as they are now."""
+    from nilemig.commands.status import rebaseline as run_rebaseline
+
+    project = _project()
+    accepted = run_rebaseline(project, _database(project, database_url), revisions or [])
+    out.print(f"Accepted {', '.join(accepted)} as reviewed." if accepted else "No edited migrations to accept.")
 
 
 @app.command()
@@ -435,5 +485,13 @@ def local_reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not as
     out.print("The local development database is empty again (Nile's built-ins only); run `nilemig up`.")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    # SIGTERM (a CI job cancelled, a container stopped) rolls back like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     app()

@@ -63,6 +63,18 @@ def current_heads(database: Database) -> tuple[str, ...]:
         return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
+def database_state(database: Database, scripts: ScriptDirectory):
+    """The database's current revision(s), and how its applied migrations differ from the files (ledger.Drift)."""
+    from alembic.runtime.migration import MigrationContext
+
+    from nilemig import ledger
+    from nilemig.database import connect
+
+    with connect(database) as connection:
+        current = tuple(MigrationContext.configure(connection).get_current_heads())
+        return current, ledger.drift(connection, scripts, current)
+
+
 def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...], target: str = "heads") -> list[Script]:
     """Migrations `up TARGET` would apply (all not yet applied, by default), in the order it applies them."""
     lower = current if current else "base"

@@ -71,3 +71,10 @@ def connection_error(exc: BaseException, database: Database) -> NilemigError:
     else:
         reason = f"{first}."
     return NilemigError(f"Could not connect to {where}: {reason}")
+
+
+def set_timeouts(connection: Connection, lock_seconds: float, statement_seconds: float) -> None:
+    """Session timeouts, so a migration never queues forever behind another session's lock."""
+    connection.exec_driver_sql(f"SET lock_timeout = '{int(lock_seconds * 1000)}ms'")
+    connection.exec_driver_sql(f"SET statement_timeout = '{int(statement_seconds * 1000)}ms'")
+    connection.commit()

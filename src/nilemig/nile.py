@@ -72,11 +72,15 @@ class TenantAware:
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    """Alembic autogenerate hook: skip Nile's built-in schemas and tables when reflecting."""
+    """Alembic autogenerate hook: skip Nile's built-in schemas and tables, and nilemig's ledger."""
+    from nilemig.ledger import TABLE as LEDGER_TABLE
+
     if type_ == "schema":
         return name not in BUILTIN_SCHEMAS
     if type_ == "table":
         schema = parent_names.get("schema_name")
+        if name == LEDGER_TABLE:
+            return False
         return not (schema in BUILTIN_SCHEMAS or (name == "distributed_transactions" and schema in (None, "public")))
     return True
 

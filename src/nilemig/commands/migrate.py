@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nilemig.alembic_env import SETTINGS_KEY, RunSettings
 from nilemig.core import (
     alembic_config,
     current_heads,
+    database_state,
     describe_revisions,
     display_path,
     explain,
@@ -26,8 +28,11 @@ if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
 
     from nilemig.config import Database, Project
+    from nilemig.ledger import Drift
 
 DUPLICATE_TABLE = "42P07"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
 
 
 @dataclass
@@ -44,18 +49,59 @@ class RunResult:
     warnings: list = field(default_factory=list)  # nilemig check's warnings on the migrations applied
 
 
+@dataclass
+class UpOptions:
+    allow_destructive: bool = False  # apply unreviewed `# nilemig: destructive` operations
+    allow_edited: bool = False  # run although applied migrations were edited since
+    check: bool = True  # run nilemig check on the pending migrations first
+    settings: RunSettings | None = None  # lock wait and timeouts
+
+
+class Interrupted(NilemigError):
+    exit_code = 130
+
+
 def up(project: Project, database: Database, target: str = "head",
-       on_step: Callable[[Step], None] | None = None, allow_destructive: bool = False,
-       check: bool = True) -> RunResult:
+       on_step: Callable[[Step], None] | None = None, options: UpOptions | None = None) -> RunResult:
     from alembic import command
 
-    pending = pending_scripts(script_directory(project, alembic_config(project)), current_heads(database), target)
-    if not allow_destructive:
+    options = options or UpOptions()
+    scripts = script_directory(project, alembic_config(project))
+    current, drift = database_state(database, scripts)
+    refuse_drift(drift, options.allow_edited)
+    pending = pending_scripts(scripts, current, target)
+    if not options.allow_destructive:
         refuse_unreviewed_destructive(pending)
-    warnings = refuse_check_errors(project, pending) if check and pending else []
-    result = _run(project, database, command.upgrade, target, on_step)
+    warnings = refuse_check_errors(project, pending) if options.check and pending else []
+    result = _run(project, database, scripts, command.upgrade, target, on_step, options.settings)
     result.warnings = warnings
     return result
+
+
+def down(project: Project, database: Database, target: str = "-1",
+         on_step: Callable[[Step], None] | None = None, settings: RunSettings | None = None) -> RunResult:
+    from alembic import command
+
+    scripts = script_directory(project, alembic_config(project))
+    refuse_drift(database_state(database, scripts)[1], allow_edited=True)
+    return _run(project, database, scripts, command.downgrade, target, on_step, settings)
+
+
+def refuse_drift(drift: Drift, allow_edited: bool) -> None:
+    if drift.missing:
+        raise NilemigError(
+            f"The database has applied migration(s) {', '.join(drift.missing)} that no file in the versions "
+            "directory has (deleted, renamed, or from another branch). Restore the file(s), e.g. from git, "
+            "then run again; `nilemig status` shows the state. Nothing was changed."
+        )
+    if drift.edited and not allow_edited:
+        listed = ", ".join(f"{display_path(path)} ({revision})" for revision, path in drift.edited)
+        raise NilemigError(
+            f"Not applying: {len(drift.edited)} migration(s) were edited after they were applied here: {listed}. "
+            "The database ran the old version, so the edit will never run on it. Revert the edit and put the "
+            "change in a new migration; or, after review, accept the files as they are with "
+            "`nilemig rebaseline`, or run `nilemig up --allow-edited`. Nothing was applied."
+        )
 
 
 def refuse_check_errors(project: Project, pending: list[Script]) -> list:
@@ -87,13 +133,6 @@ def refuse_unreviewed_destructive(pending: list[Script]) -> None:
         )
 
 
-def down(project: Project, database: Database, target: str = "-1",
-         on_step: Callable[[Step], None] | None = None) -> RunResult:
-    from alembic import command
-
-    return _run(project, database, command.downgrade, target, on_step)
-
-
 def steps_down(project: Project, database: Database, target: str) -> int:
     """How many migrations `down TARGET` would undo, to decide whether to ask first."""
     scripts = script_directory(project, alembic_config(project))
@@ -107,7 +146,7 @@ def steps_down(project: Project, database: Database, target: str) -> int:
         return len(list(scripts.iterate_revisions(current, target)))
 
 
-def _run(project, database, alembic_command, target, on_step) -> RunResult:
+def _run(project, database, scripts, alembic_command, target, on_step, settings) -> RunResult:
     steps: list[Step] = []
     after: list[tuple[str, ...]] = []
     started = [time.monotonic()]
@@ -122,10 +161,18 @@ def _run(project, database, alembic_command, target, on_step) -> RunResult:
             on_step(done)
 
     config = alembic_config(project, database, on_version_apply=record)
+    if settings is not None:
+        config.attributes[SETTINGS_KEY] = settings
     try:
         alembic_command(config, target)
     except NilemigError:
         raise
+    except KeyboardInterrupt:
+        after = describe_revisions(current_heads(database), scripts)
+        raise Interrupted(
+            f"Interrupted. The migration that was running was rolled back; the database is at {after}"
+            f"{f', after {len(steps)} migration(s) completed' if steps else ''}."
+        ) from None
     except Exception as exc:
         # Alembic loads every migration file before it runs any: a broken file stops it before
         # anything ran. What fails inside upgrade()/downgrade(), or in the database, is a failed migration.
@@ -133,7 +180,7 @@ def _run(project, database, alembic_command, target, on_step) -> RunResult:
         from sqlalchemy.exc import DBAPIError
 
         if isinstance(exc, DBAPIError) or (frame is not None and frame.name in ("upgrade", "downgrade")):
-            raise migration_failed(exc, project, database, script_directory(project, config), steps) from None
+            raise migration_failed(exc, project, database, scripts, steps) from None
         raise explain(exc, project) or exc from None
     return RunResult(after[0] if after else current_heads(database), steps)
 
@@ -152,8 +199,15 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     else:
         where = "A migration failed"
     advice = ""
-    if getattr(orig, "sqlstate", None) == DUPLICATE_TABLE:
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate == DUPLICATE_TABLE:
         advice = _duplicate_table_advice(scripts, reason) + " "
+    elif sqlstate == LOCK_NOT_AVAILABLE:
+        advice = ("Another session held a lock on a table this migration changes for longer than the table lock "
+                  "timeout: retry when that work is done, or raise --table-lock-timeout. ")
+    elif sqlstate == QUERY_CANCELED:
+        advice = ("A statement ran longer than the statement timeout: raise --statement-timeout, or split the "
+                  "migration. ")
     try:
         after = describe_revisions(current_heads(database), scripts)
     except NilemigError:

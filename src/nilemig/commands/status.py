@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, current_heads, display_path, pending_scripts, script_directory
+from nilemig.core import alembic_config, current_heads, database_state, display_path, pending_scripts, script_directory
 
 if TYPE_CHECKING:
     from nilemig.config import Database, Project
+    from nilemig.ledger import Drift
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Status:
     current: tuple[str, ...]
     heads: tuple[str, ...]
     pending: list[Migration]
+    drift: Drift
 
     @property
     def up_to_date(self) -> bool:
@@ -41,6 +43,7 @@ class Status:
             "heads": list(self.heads),
             "pending": [m.to_json() for m in self.pending],
             "up_to_date": self.up_to_date,
+            "ledger": self.drift.to_json(),
         }
 
 
@@ -51,9 +54,29 @@ def _migration(script, applied: bool, current: tuple[str, ...]) -> Migration:
 
 def status(project: Project, database: Database) -> Status:
     scripts = script_directory(project, alembic_config(project))
-    current = current_heads(database)
-    pending = [_migration(s, False, current) for s in pending_scripts(scripts, current)]
-    return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending)
+    current, drift = database_state(database, scripts)
+    pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
+    return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending,
+                  drift)
+
+
+def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
+    """Accept the current files of edited applied migrations (all, or those named) as reviewed."""
+    from nilemig import ledger
+    from nilemig.database import connect
+    from nilemig.errors import NilemigError
+
+    scripts = script_directory(project, alembic_config(project))
+    with connect(database) as connection:
+        if not ledger.exists(connection):
+            raise NilemigError(f"There is no {ledger.TABLE} in this database yet: `nilemig up` creates it.")
+        accepted = ledger.accept(connection, scripts, revisions)
+        connection.commit()
+    unknown = sorted(set(revisions) - set(accepted))
+    if unknown:
+        raise NilemigError(f"Not applied here, or no such migration: {', '.join(unknown)}. "
+                           f"Accepted: {', '.join(accepted) or 'none'}.")
+    return accepted
 
 
 def history(project: Project, database: Database) -> list[Migration]:
