@@ -69,7 +69,13 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
         options["on_version_apply"] = on_apply
     connection = config.attributes.get(CONNECTION_KEY)
     if connection is not None:
-        _configure_and_run(context, connection=connection, **options)
+        from sqlalchemy.engine import Engine
+
+        if isinstance(connection, Engine):  # pytest-alembic hands over an engine
+            with connection.connect() as live:
+                _configure_and_run(context, connection=live, **options)
+        else:
+            _configure_and_run(context, connection=connection, **options)
         return
 
     from alembic.runtime.migration import MigrationContext

@@ -345,6 +345,49 @@ def status(
 
 @app.command()
 @handled
+def verify(
+    scratch_url: Annotated[Optional[str], typer.Option(
+        "--scratch-url", help="A PostgreSQL server to create the scratch database on (default: the local one).",
+        show_default=False)] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch database afterwards.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay every migration up -> down -> up on a scratch database with Nile's built-ins, then compare
+    head with the models. Never touches the database in DATABASE_URL."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from nilemig.commands.verify import verify as run_verify
+
+    project = _project()
+    with Progress(console=err._console if err._console else None, transient=True, disable=as_json) as progress:
+        task = progress.add_task("verifying", total=None)
+        result = run_verify(
+            project, scratch_url, keep,
+            on_start=lambda total: progress.update(task, total=total),
+            on_step=lambda name: (progress.update(task, description=escape(name)), progress.advance(task)),
+        )
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+    else:
+        table = Table(title=f"nilemig verify: {result.steps} migration(s) on {escape(result.scratch)}")
+        table.add_column("check")
+        table.add_column("revision")
+        table.add_column("result")
+        for f in result.failures:
+            table.add_row(f.kind, f.revision or "", f"[red]{escape(f.message)}[/]" + "".join(
+                f"\n  {escape(d)}" for d in f.details))
+        if result.ok:
+            table.add_row("all", "", "[green]every step round-trips; the models match head[/]")
+        out.print(table)
+        if keep:
+            err.print(f"Kept the scratch database: {escape(result.scratch)}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
 def rebaseline(
     revisions: Annotated[Optional[list[str]], typer.Argument(help="Revisions to accept (default: every edited one).",
                                                               show_default=False)] = None,

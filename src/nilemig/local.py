@@ -122,6 +122,11 @@ def ensure_database(project: Project) -> URL:
     return admin.set(database=DATABASE_NAME)
 
 
+def admin_url(project: Project) -> URL:
+    """The local server's maintenance database, for creating scratch databases beside the local one."""
+    return _admin_url(_server(project))
+
+
 def _admin_url(server) -> URL:
     from sqlalchemy.engine import make_url
 
@@ -140,6 +145,7 @@ def _create_database_if_missing(admin: URL, name: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     with psycopg.connect(_libpq_dsn(admin.set(database=name)), autocommit=True) as conn:
         nile.install_builtins(conn)
+        nile.install_strictness(conn)
 
 
 def _libpq_dsn(url: URL) -> str:

@@ -33,14 +33,21 @@ def is_builtin_table(name: str, schema: str | None = None) -> bool:
     return schema in (None, "public") and name in BUILTIN_PUBLIC_TABLES
 
 
-def builtins_sql() -> str:
-    """SQL that creates a stand-in for Nile's built-in objects on plain PostgreSQL."""
-    return resources.files("nilemig").joinpath("data/nile_builtins.sql").read_text(encoding="utf-8")
+def _data(name: str) -> str:
+    return resources.files("nilemig").joinpath("data", name).read_text(encoding="utf-8")
 
 
 def install_builtins(connection: psycopg.Connection) -> None:
     """Create Nile's built-in objects in a plain PostgreSQL database (idempotent)."""
-    connection.execute(builtins_sql())
+    connection.execute(_data("nile_builtins.sql"))
+
+
+def install_strictness(connection: psycopg.Connection) -> None:
+    """Make a plain PostgreSQL database reject the DDL Nile rejects (an event trigger; needs a superuser).
+
+    For local and scratch databases, so that a migration fails there as it would on Nile.
+    """
+    connection.execute(_data("nile_strict.sql"))
 
 
 def define_tenants(metadata: MetaData, *extra_columns: Column) -> Table:

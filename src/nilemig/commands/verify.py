@@ -1,0 +1,164 @@
+"""`nilemig verify`: replay every migration up -> down -> up on a scratch database with Nile's
+built-ins, then compare head with the models. Never touches the database in DATABASE_URL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nilemig.core import alembic_config, display_path, failing_frame, script_directory
+from nilemig.errors import NilemigError
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+    from sqlalchemy.engine import URL
+
+    from nilemig.config import Database, Project
+
+
+@dataclass
+class Failure:
+    kind: str  # heads, upgrade, downgrade, round trip, models
+    revision: str | None
+    file: str | None
+    message: str
+    details: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class VerifyResult:
+    steps: int
+    failures: list[Failure]
+    scratch: str  # the scratch database's URL, password masked
+    kept: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "steps": self.steps, "scratch_database": self.scratch, "kept": self.kept,
+                "failures": [f.to_json() for f in self.failures]}
+
+
+def _libpq(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> Iterator[Database]:
+    """A new database with Nile's built-ins and strictness, on the local server or `scratch_url`'s."""
+    import psycopg
+
+    from nilemig import local, nile
+    from nilemig.config import Database, normalise_url
+
+    admin = normalise_url(scratch_url, "--scratch-url") if scratch_url else local.admin_url(project)
+    name = f"nilemig_verify_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise NilemigError(
+            f"Could not create a scratch database on {admin.render_as_string(hide_password=True)}: "
+            f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user may "
+            "CREATE DATABASE (it never uses the database in DATABASE_URL)."
+        ) from None
+    url = admin.set(database=name)
+    try:
+        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+            nile.install_builtins(conn)
+            nile.install_strictness(conn)
+        yield Database(url, "--scratch-url" if scratch_url else "local")
+    finally:
+        if not keep:
+            with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _failure(kind: str, script: Script, exc: BaseException, project: Project) -> Failure:
+    orig = getattr(exc, "orig", None)
+    reason = str(getattr(getattr(orig, "diag", None), "message_primary", None) or orig or exc).strip()
+    frame = failing_frame(exc, project.root)
+    where = f", line {frame.lineno}" if frame is not None and frame.filename == script.path else ""
+    return Failure(kind, script.revision, display_path(script.path),
+                   f"{kind} of {script.revision} ({script.doc}) failed{where}: {reason.splitlines()[0] if reason else exc}")
+
+
+def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
+           on_step: Callable[[str], None] | None = None, on_start: Callable[[int], None] | None = None
+           ) -> VerifyResult:
+    import psycopg
+    from alembic import command
+
+    from nilemig.alembic_env import DATABASE_KEY, SETTINGS_KEY, RunSettings
+    from nilemig.commands.autogen import diff
+    from nilemig.snapshot import differences, snapshot
+
+    scripts = script_directory(project, alembic_config(project))
+    chain = list(reversed(list(scripts.walk_revisions())))
+    failures: list[Failure] = []
+    heads = scripts.get_heads()
+    if len(heads) > 1:
+        failures.append(Failure("heads", None, None, f"{len(heads)} heads: {', '.join(heads)}; merge them "
+                                "(`alembic merge heads`) or fix a down_revision", []))
+        chain = []
+    if on_start is not None:
+        on_start(len(chain) + 1)
+    with scratch_database(project, scratch_url, keep) as database:
+        config = alembic_config(project, database)
+        config.attributes[SETTINGS_KEY] = RunSettings(on_notice=lambda message: None)
+
+        def state() -> frozenset[str]:
+            with psycopg.connect(_libpq(database.url)) as conn:
+                return snapshot(conn)
+
+        def attempt(kind: str, script: Script, action: Callable[[], None]) -> bool:
+            try:
+                action()
+                return True
+            except NilemigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing migration is what verify reports
+                failures.append(_failure(kind, script, exc, project))
+                return False
+
+        previous = state()
+        for script in chain:
+            if on_step is not None:
+                on_step(f"{script.revision} {script.doc}")
+            # A merge has several parents: step back one instead of naming them.
+            down_to = "-1" if isinstance(script.down_revision, tuple) else (script.down_revision or "base")
+            if not attempt("upgrade", script, lambda: command.upgrade(config, script.revision)):
+                break
+            applied = state()
+            if attempt("downgrade", script, lambda: command.downgrade(config, down_to)):
+                if (left := differences(previous, state())):
+                    failures.append(Failure("downgrade", script.revision, display_path(script.path),
+                                            f"downgrade of {script.revision} ({script.doc}) does not undo its "
+                                            "upgrade: the schema differs from before the upgrade", left))
+                if not attempt("upgrade", script, lambda: command.upgrade(config, script.revision)):
+                    break
+                if (changed := differences(applied, state())):
+                    failures.append(Failure("round trip", script.revision, display_path(script.path),
+                                            f"{script.revision} ({script.doc}): up -> down -> up gives a different "
+                                            "schema than the first up", changed))
+            previous = state()
+        if on_step is not None:
+            on_step("models")
+        if chain and not any(f.kind == "upgrade" for f in failures):
+            drift = diff(project, database)
+            if drift:
+                head = chain[-1]
+                failures.append(Failure("models", head.revision, display_path(head.path),
+                                        f"the models differ from the schema at head ({head.revision}): "
+                                        "run `nilemig autogen` to write the missing migration",
+                                        [d.code.replace("\n", " ") for d in drift]))
+        scratch = database.url.render_as_string(hide_password=True)
+    return VerifyResult(len(chain), failures, scratch, keep)
