@@ -62,6 +62,26 @@ def test_local_database_runs_the_walkthrough(pg_server, open_tmp):
     assert "not running" in nilemig(root, "local", "stop").stdout
 
 
+def test_local_database_is_strict_and_verify_uses_a_scratch_beside_it(pg_server, open_tmp):
+    root = open_tmp / "proj"
+    assert nilemig(open_tmp, "init", "--example", "proj").returncode == 0
+    drift = nilemig(root, "verify")
+    assert drift.returncode == 1 and "nilemig autogen" in drift.stdout, "the walkthrough's todos are not migrated yet"
+    assert nilemig(root, "up").returncode == 0
+    assert nilemig(root, "autogen", "create todos").returncode == 0
+    verified = nilemig(root, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "every step round-trips" in verified.stdout
+
+    new = nilemig(root, "new", "function")
+    path = root / new.stdout.strip()
+    path.write_text(path.read_text().replace(
+        "def upgrade() -> None:\n    pass",
+        "def upgrade() -> None:\n    op.execute(\"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'\")"))
+    rejected = nilemig(root, "up", "--no-check")
+    assert rejected.returncode == 1 and "NILE007" in rejected.stderr and "emulated locally" in rejected.stderr
+
+
 @pytest.mark.skipif(os.name == "nt" or os.geteuid() != 0, reason="only root makes the server open directories")
 def test_root_never_opens_a_home_directory_silently(pg_server, tmp_path):
     private = tmp_path / "home"
