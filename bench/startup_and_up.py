@@ -4,6 +4,7 @@ Builds a chain of N migrations twice, as a nilemig project and as a stock
 `alembic init` project, and prints:
   nilemig --help / alembic --help          (goal <= 0.3)
   nilemig up / alembic upgrade head        (goal <= 1.05), each into a fresh database
+  nilemig up --no-check / alembic upgrade head   (the same without nilemig check's offline render)
 
 Usage: python bench/startup_and_up.py [--migrations 200] [--repeat 5]
 Uses NILEMIG_TEST_DATABASE_URL if set, else an embedded PostgreSQL in a temp dir.
@@ -14,15 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import psycopg
+from timing import median_seconds
 
 BIN = Path(sys.executable).parent
 MIGRATION = '''"""step {n}"""
@@ -51,21 +51,6 @@ def write_chain(versions: Path, count: int) -> None:
         rev = f"{n:012x}"
         (versions / f"{rev}_step_{n}.py").write_text(MIGRATION.format(n=n, rev=rev, down=down))
         down = rev
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
-
-def median_time(cmd, cwd, env, repeat, before=None) -> float:
-    samples = []
-    for _ in range(repeat):
-        if before:
-            before()
-        samples.append(timed(cmd, cwd, env))
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -104,10 +89,12 @@ def main() -> None:
             base, _, query = admin.partition("?")
             env["DATABASE_URL"] = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
-        help_nile = median_time([str(BIN / "nilemig"), "--help"], work, env, args.repeat * 2)
-        help_alembic = median_time([str(BIN / "alembic"), "--help"], work, env, args.repeat * 2)
-        up_nile = median_time([str(BIN / "nilemig"), "up"], nile_dir, env, args.repeat, fresh_database)
-        up_alembic = median_time([str(BIN / "alembic"), "upgrade", "head"], stock_dir, env, args.repeat,
+        help_nile = median_seconds([str(BIN / "nilemig"), "--help"], work, env, args.repeat * 2)
+        help_alembic = median_seconds([str(BIN / "alembic"), "--help"], work, env, args.repeat * 2)
+        up_nile = median_seconds([str(BIN / "nilemig"), "up"], nile_dir, env, args.repeat, fresh_database)
+        up_no_check = median_seconds([str(BIN / "nilemig"), "up", "--no-check"], nile_dir, env, args.repeat,
+                                     fresh_database)
+        up_alembic = median_seconds([str(BIN / "alembic"), "upgrade", "head"], stock_dir, env, args.repeat,
                                  fresh_database)
     finally:
         if server is not None:
@@ -119,8 +106,10 @@ def main() -> None:
     print(f"alembic --help        {help_alembic * 1000:8.1f} ms")
     print(f"ratio help            {help_nile / help_alembic:8.2f}   (goal <= 0.30)")
     print(f"nilemig up            {up_nile * 1000:8.1f} ms")
-    print(f"alembic upgrade head  {up_alembic * 1000:8.1f} ms")
+    print(f"nilemig up --no-check {up_no_check * 1000:8.1f} ms")
+    print(f"alembic upgrade head  {up_alembic * 1000:8.1f} ms   (stock env.py: one transaction for all)")
     print(f"ratio up              {up_nile / up_alembic:8.2f}   (goal <= 1.05)")
+    print(f"ratio up --no-check   {up_no_check / up_alembic:8.2f}   (without the offline check of the chain)")
 
 
 if __name__ == "__main__":

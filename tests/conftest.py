@@ -119,6 +119,17 @@ def project(project_dir: Path, database_url: URL, monkeypatch: pytest.MonkeyPatc
     return project_dir
 
 
+@pytest.fixture
+def example(tmp_path: Path, database_url: URL, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nile's walkthrough project (`init --example`) with its first, hand-written migration applied."""
+    root = tmp_path / "example"
+    init(root, example=True)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DATABASE_URL", url_string(database_url))
+    assert run_cli("up").exit_code == 0
+    return root
+
+
 @dataclass
 class Outcome:
     exit_code: int

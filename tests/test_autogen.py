@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from alembic.config import main as alembic_main
-from conftest import new_migration, run_cli, tables, url_string
+from conftest import new_migration, run_cli, tables
 
-from nilemig.commands.init import init
 
 ACCOUNT_MODEL = '''
 
@@ -20,17 +19,6 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(50))
     description: Mapped[str | None] = mapped_column(Unicode(200))
 '''
-
-
-@pytest.fixture
-def example(tmp_path, database_url, monkeypatch) -> Path:
-    """Nile's walkthrough project with its first (hand-written) migration applied."""
-    root = tmp_path / "example"
-    init(root, example=True)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DATABASE_URL", url_string(database_url))
-    assert run_cli("up").exit_code == 0
-    return root
 
 
 def upgrade_body(path: Path) -> str:

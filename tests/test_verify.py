@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from conftest import libpq, new_migration, run_cli, tables, url_string
 
-from nilemig.commands.init import init
 
 ACCOUNT_UP = "op.create_table('account', sa.Column('id', sa.Integer, primary_key=True))"
 ACCOUNT_DOWN = "op.drop_table('account')"
@@ -21,15 +20,10 @@ def scratch(pg_server) -> str:
 
 
 @pytest.fixture
-def example(tmp_path, monkeypatch, database_url) -> Path:
-    """Nile's example project, its models fully migrated (account, then todos)."""
-    root = tmp_path / "example"
-    init(root, example=True)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DATABASE_URL", url_string(database_url))
-    assert run_cli("up").exit_code == 0
+def migrated(example) -> Path:
+    """The example project with the walkthrough's autogenerate step done too."""
     assert run_cli("autogen", "create todos").exit_code == 0
-    return root
+    return example
 
 
 def verify(scratch: str, *args: str):
@@ -37,7 +31,7 @@ def verify(scratch: str, *args: str):
     return result.exit_code, json.loads(result.stdout)
 
 
-def test_the_example_project_verifies(example, scratch, database_url, pg_server):
+def test_the_example_project_verifies(migrated, scratch, database_url, pg_server):
     databases_before = _databases(pg_server)
     code, report = verify(scratch)
     assert code == 0, report
@@ -46,7 +40,7 @@ def test_the_example_project_verifies(example, scratch, database_url, pg_server)
     assert "todos" not in tables(database_url), "DATABASE_URL's database is never touched"
 
 
-def test_text_output_and_keep(example, scratch, pg_server):
+def test_text_output_and_keep(migrated, scratch, pg_server):
     result = run_cli("verify", "--scratch-url", scratch, "--keep")
     assert result.exit_code == 0, result.output
     assert "every step round-trips" in result.stdout and "Kept the scratch database" in result.stderr
@@ -75,8 +69,8 @@ def test_a_downgrade_that_leaves_a_column_behind(project, scratch):
     assert any("account.email" in line for line in failure["details"])
 
 
-def test_models_that_drift_from_head(example, scratch):
-    models = example / "models.py"
+def test_models_that_drift_from_head(migrated, scratch):
+    models = migrated / "models.py"
     models.write_text(models.read_text().replace(
         "complete: Mapped[bool | None] = mapped_column(Boolean, default=False)",
         "complete: Mapped[bool | None] = mapped_column(Boolean, default=False)\n"
@@ -85,7 +79,7 @@ def test_models_that_drift_from_head(example, scratch):
     assert code == 1
     [failure] = report["failures"]
     assert failure["kind"] == "models" and "priority" in " ".join(failure["details"])
-    assert failure["revision"] == Path(sorted((example / "alembic" / "versions").glob("*todos.py"))[0]).name.split("_")[2]
+    assert failure["revision"] == Path(sorted((migrated / "alembic" / "versions").glob("*todos.py"))[0]).name.split("_")[2]
 
 
 def test_two_heads(project, scratch):
@@ -114,17 +108,17 @@ def test_unusable_scratch_server(project):
     assert "s3cret" not in result.output and "Traceback" not in result.output
 
 
-def test_pytest_recipe(example, scratch):
+def test_pytest_recipe(migrated, scratch):
     from nilemig.testing import assert_migrations_verify
 
-    assert_migrations_verify(example, scratch)
-    todos = sorted((example / "alembic" / "versions").glob("*todos.py"))[0]
+    assert_migrations_verify(migrated, scratch)
+    todos = sorted((migrated / "alembic" / "versions").glob("*todos.py"))[0]
     todos.write_text(todos.read_text().replace("op.drop_table('todos')", "pass").replace('op.drop_table("todos")', "pass"))
     with pytest.raises(AssertionError, match="downgrade"):
-        assert_migrations_verify(example, scratch)
+        assert_migrations_verify(migrated, scratch)
 
 
-def test_pytest_alembic_builtin_tests_pass_on_a_fresh_project(example, database_url):
+def test_pytest_alembic_builtin_tests_pass_on_a_fresh_project(migrated, database_url):
     from pytest_alembic import runner, tests
     from pytest_alembic.config import Config
     from sqlalchemy import create_engine
@@ -132,7 +126,7 @@ def test_pytest_alembic_builtin_tests_pass_on_a_fresh_project(example, database_
     engine = create_engine(url_string(database_url.set(database=database_url.database)))
     with psycopg.connect(libpq(database_url), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS todos, account, alembic_version, nilemig_ledger")
-    config = Config.from_raw_config({"file": str(example / "alembic.ini")})
+    config = Config.from_raw_config({"file": str(migrated / "alembic.ini")})
     with runner(config=config, engine=engine) as alembic_runner:
         tests.test_single_head_revision(alembic_runner)
         tests.test_upgrade(alembic_runner)

@@ -174,8 +174,7 @@ def autogen(
 
     project = _project()
     database = _database(project, database_url)
-    if no_check:
-        err.print("[yellow]Skipping nilemig check (--no-check).[/]")
+    _announce_no_check(no_check)
     result = run_autogen(project, database, message, check=not no_check)
     if result.path is None:
         err.print("No changes: the models match the database. No migration written.")
@@ -260,20 +259,15 @@ def up(
     """Apply pending migrations, each in its own transaction, after checking them."""
     from nilemig.commands.migrate import UpOptions
     from nilemig.commands.migrate import up as run_up
-    from nilemig.core import describe_revisions
 
     project = _project()
     database = _database(project, database_url)
-    if no_check:
-        err.print("[yellow]Skipping nilemig check (--no-check).[/]")
+    _announce_no_check(no_check)
     options = UpOptions(allow_destructive, allow_edited, not no_check,
                         _settings(lock_timeout, table_lock_timeout, statement_timeout))
     result = run_up(project, database, target, on_step=_print_step("applied"), options=options)
     _print_findings(result.warnings, "text", stderr=True)
-    if not result.steps:
-        err.print(f"Nothing to apply: the database is already at {describe_revisions(result.after)}.")
-    else:
-        err.print(f"[green]Applied {len(result.steps)} migration(s);[/] now at {describe_revisions(result.after)}.")
+    _print_outcome(result, "Nothing to apply: the database is already at", "Applied")
 
 
 @app.command()
@@ -289,22 +283,37 @@ def down(
     """Undo migrations: one by default; more, or to base, only after confirmation."""
     from nilemig.commands.migrate import down as run_down
     from nilemig.commands.migrate import steps_down
-    from nilemig.core import describe_revisions
 
     project = _project()
     database = _database(project, database_url)
     count = steps_down(project, database, target)
     if (count > 1 or target == "base") and not yes:
-        if not sys.stdin.isatty():
-            raise UsageError(f"`down {target}` would undo {count} migration(s) and may destroy data. "
-                             "There is no terminal to ask for confirmation: pass --yes to go ahead.")
-        typer.confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.", abort=True)
+        _confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.",
+                 f"`down {target}` would undo {count} migration(s) and may destroy data.")
     result = run_down(project, database, target, on_step=_print_step("undone "),
                       settings=_settings(lock_timeout, table_lock_timeout, statement_timeout))
+    _print_outcome(result, "Nothing to undo: the database is at", "Undid")
+
+
+def _announce_no_check(no_check: bool) -> None:
+    if no_check:
+        err.print("[yellow]Skipping nilemig check (--no-check).[/]")
+
+
+def _confirm(question: str, refusal: str) -> None:
+    """Ask on a terminal; without one, refuse and point at --yes."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"{refusal} There is no terminal to ask for confirmation: pass --yes to go ahead.")
+    typer.confirm(question, abort=True)
+
+
+def _print_outcome(result, nothing: str, verb: str) -> None:
+    from nilemig.core import describe_revisions
+
     if not result.steps:
-        err.print(f"Nothing to undo: the database is at {describe_revisions(result.after)}.")
+        err.print(f"{nothing} {describe_revisions(result.after)}.")
     else:
-        err.print(f"[green]Undid {len(result.steps)} migration(s);[/] now at {describe_revisions(result.after)}.")
+        err.print(f"[green]{verb} {len(result.steps)} migration(s);[/] now at {describe_revisions(result.after)}.")
 
 
 @app.command()
@@ -521,9 +530,7 @@ def local_reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not as
 
     project = _project()
     if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("`local reset` deletes all local data; pass --yes to go ahead without a terminal.")
-        typer.confirm("Delete all data in the local development database?", abort=True)
+        _confirm("Delete all data in the local development database?", "`local reset` deletes all local data.")
     local.reset(project)
     out.print("The local development database is empty again (Nile's built-ins only); run `nilemig up`.")
 

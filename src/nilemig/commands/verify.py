@@ -97,7 +97,7 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
     import psycopg
     from alembic import command
 
-    from nilemig.alembic_env import DATABASE_KEY, SETTINGS_KEY, RunSettings
+    from nilemig.alembic_env import SETTINGS_KEY, RunSettings
     from nilemig.commands.autogen import diff
     from nilemig.snapshot import differences, snapshot
 
@@ -119,9 +119,9 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
             with psycopg.connect(_libpq(database.url)) as conn:
                 return snapshot(conn)
 
-        def attempt(kind: str, script: Script, action: Callable[[], None]) -> bool:
+        def attempt(kind: str, script: Script, alembic_command: Callable[..., None], target: str) -> bool:
             try:
-                action()
+                alembic_command(config, target)
                 return True
             except NilemigError:
                 raise
@@ -135,15 +135,15 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
                 on_step(f"{script.revision} {script.doc}")
             # A merge has several parents: step back one instead of naming them.
             down_to = "-1" if isinstance(script.down_revision, tuple) else (script.down_revision or "base")
-            if not attempt("upgrade", script, lambda: command.upgrade(config, script.revision)):
+            if not attempt("upgrade", script, command.upgrade, script.revision):
                 break
             applied = state()
-            if attempt("downgrade", script, lambda: command.downgrade(config, down_to)):
+            if attempt("downgrade", script, command.downgrade, down_to):
                 if (left := differences(previous, state())):
                     failures.append(Failure("downgrade", script.revision, display_path(script.path),
                                             f"downgrade of {script.revision} ({script.doc}) does not undo its "
                                             "upgrade: the schema differs from before the upgrade", left))
-                if not attempt("upgrade", script, lambda: command.upgrade(config, script.revision)):
+                if not attempt("upgrade", script, command.upgrade, script.revision):
                     break
                 if (changed := differences(applied, state())):
                     failures.append(Failure("round trip", script.revision, display_path(script.path),

@@ -23,7 +23,6 @@ from nilemig.lint.schema import (
     Schema,
     Table,
     alter_commands,
-    column_constraints,
     foreign_keys,
     is_widening,
     names,
@@ -312,7 +311,7 @@ def tenant_to_shared_fk(stmt: Statement) -> Iterator[str]:
 def shared_to_tenant_fk(stmt: Statement) -> Iterator[str]:
     """Nile does not document foreign keys from a shared table to a tenant-aware one; they may
     be rejected or slow. Prefer keeping such references without a constraint."""
-    for source, fk, target in _foreign_key_pairs(stmt):
+    for source, _fk, target in _foreign_key_pairs(stmt):
         if not source.tenant_aware and target is not None and target.tenant_aware:
             yield (f"foreign key from shared table {source.display()!r} to tenant-aware table "
                    f"{target.display()!r} is not documented by Nile")
