@@ -55,7 +55,8 @@ def connection_error(exc: BaseException, database: Database) -> NilemigError:
             f"Copy the credentials again from the Nile console into {database.source}."
         )
     elif "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
-        reason = f"the host {host!r} could not be found. Check the host name in {database.source} for typos."
+        reason = (f"the host {host!r} could not be found. Check the host name in {database.source} for typos, "
+                  "and that this machine can resolve it (network, VPN, DNS).")
     elif "connection refused" in text:
         reason = (
             f"{host} refused the connection: no database server is listening there. "
