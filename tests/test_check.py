@@ -104,8 +104,7 @@ def test_rules_command(cli):
 
 
 def test_up_stops_on_check_errors_and_no_check_skips(project, database_url):
-    new_migration("bad", "op.create_table('account', sa.Column('id', sa.Integer, primary_key=True), "
-                         "postgresql_with={'fillfactor': 70})")
+    new_migration("bad", "op.execute('CREATE TABLE account (id integer PRIMARY KEY) WITH (fillfactor = 70)')")
     refused = run_cli("up")
     assert refused.exit_code == 1
     assert "NILE009" in refused.stderr and "Nothing was applied" in refused.stderr

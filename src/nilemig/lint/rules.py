@@ -455,11 +455,7 @@ def cascade(stmt: Statement) -> Iterator[str]:
     "NILE009", ERROR, "Storage parameters or tablespace",
     bad="""
     def upgrade():
-        op.create_table(
-            "events",
-            sa.Column("id", sa.Uuid, primary_key=True),
-            postgresql_with={"fillfactor": 70},
-        )
+        op.execute("CREATE TABLE events (id uuid PRIMARY KEY) WITH (fillfactor = 70)")
     """,
     good="""
     def upgrade():
