@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import median_seconds
+from timing import medians
 
 BIN = Path(sys.executable).parent
 SHARED = '''def upgrade():
@@ -73,11 +73,13 @@ def main() -> None:
         write_chain(project / "alembic" / "versions", args.migrations)
         env = {**os.environ, "DATABASE_URL": "postgresql://bench:unused@127.0.0.1:1/none"}
         # check exits 1 when it finds errors; this chain has none, but the time counts either way.
-        check = median_seconds([str(BIN / "nilemig"), "check"], project, env, args.repeat, ok_codes=(0, 1))
-        render = median_seconds([str(BIN / "alembic"), "upgrade", "head", "--sql"], project, env, args.repeat)
+        times = medians({"check": ([str(BIN / "nilemig"), "check"], project),
+                         "render": ([str(BIN / "alembic"), "upgrade", "head", "--sql"], project)},
+                        env, args.repeat, ok_codes=(0, 1))
+        check, render = times["check"], times["render"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.migrations} migrations, median of {args.repeat} runs")
+    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs")
     print(f"nilemig check                {check:6.2f} s   (goal <= 2.00 s)")
     print(f"alembic upgrade head --sql   {render:6.2f} s")
     print(f"ratio                        {check / render:6.2f}")

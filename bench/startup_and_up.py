@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from timing import median_seconds
+from timing import medians
 
 BIN = Path(sys.executable).parent
 MIGRATION = '''"""step {n}"""
@@ -89,19 +89,20 @@ def main() -> None:
             base, _, query = admin.partition("?")
             env["DATABASE_URL"] = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
-        help_nile = median_seconds([str(BIN / "nilemig"), "--help"], work, env, args.repeat * 2)
-        help_alembic = median_seconds([str(BIN / "alembic"), "--help"], work, env, args.repeat * 2)
-        up_nile = median_seconds([str(BIN / "nilemig"), "up"], nile_dir, env, args.repeat, fresh_database)
-        up_no_check = median_seconds([str(BIN / "nilemig"), "up", "--no-check"], nile_dir, env, args.repeat,
-                                     fresh_database)
-        up_alembic = median_seconds([str(BIN / "alembic"), "upgrade", "head"], stock_dir, env, args.repeat,
-                                 fresh_database)
+        helps = medians({"nilemig": ([str(BIN / "nilemig"), "--help"], work),
+                         "alembic": ([str(BIN / "alembic"), "--help"], work)}, env, args.repeat * 2)
+        ups = medians({"nilemig": ([str(BIN / "nilemig"), "up"], nile_dir),
+                       "no-check": ([str(BIN / "nilemig"), "up", "--no-check"], nile_dir),
+                       "alembic": ([str(BIN / "alembic"), "upgrade", "head"], stock_dir)},
+                      env, args.repeat, fresh_database)
+        help_nile, help_alembic = helps["nilemig"], helps["alembic"]
+        up_nile, up_no_check, up_alembic = ups["nilemig"], ups["no-check"], ups["alembic"]
     finally:
         if server is not None:
             server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{args.migrations} migrations, median of {args.repeat} runs (help: {args.repeat * 2})")
+    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2})")
     print(f"nilemig --help        {help_nile * 1000:8.1f} ms")
     print(f"alembic --help        {help_alembic * 1000:8.1f} ms")
     print(f"ratio help            {help_nile / help_alembic:8.2f}   (goal <= 0.30)")

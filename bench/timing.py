@@ -1,4 +1,8 @@
-"""Shared by the bench scripts: time a command the way a user runs it, in a subprocess."""
+"""Shared by the bench scripts: time commands the way a user runs them, in subprocesses.
+
+The commands being compared run in rotation (A, B, C, A, B, C, ...) rather than one after
+the other, so that a slow spell of the machine (disk, the other core) hits them alike.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+Command = tuple[list[str], Path]
 
-def median_seconds(cmd: list[str], cwd: Path, env: dict[str, str], repeat: int,
-                   before: Callable[[], None] | None = None, ok_codes: tuple[int, ...] = (0,)) -> float:
-    """Median wall time of `repeat` runs; `before` runs untimed ahead of each one."""
-    samples = []
+
+def medians(commands: dict[str, Command], env: dict[str, str], repeat: int,
+            before: Callable[[], None] | None = None, ok_codes: tuple[int, ...] = (0,)) -> dict[str, float]:
+    """Median wall time of each command over `repeat` rotations; `before` runs untimed ahead of each run."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        samples.append(time.perf_counter() - start)
-        if done.returncode not in ok_codes:
-            raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr}")
-    return statistics.median(samples)
+        for name, (cmd, cwd) in commands.items():
+            if before is not None:
+                before()
+            start = time.perf_counter()
+            done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+            samples[name].append(time.perf_counter() - start)
+            if done.returncode not in ok_codes:
+                raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr}")
+    return {name: statistics.median(times) for name, times in samples.items()}

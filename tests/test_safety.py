@@ -204,3 +204,29 @@ def test_table_lock_timeout_fails_fast_with_advice(project, database_url):
     assert result.exit_code == 1
     assert "lock timeout" in result.stderr and "--table-lock-timeout" in result.stderr
     assert current_revision(database_url) == first.name.split("_")[2]
+
+
+def test_ledger_records_each_step_and_down_removes_it(project, database_url):
+    first = new_migration("create account", "op.create_table('account', sa.Column('id', sa.Integer))",
+                          "op.drop_table('account')")
+    second = new_migration("add email", "op.add_column('account', sa.Column('email', sa.Text))",
+                           "op.drop_column('account', 'email')")
+    assert run_cli("up").exit_code == 0
+
+    def ledger() -> dict[str, tuple]:
+        with psycopg.connect(libpq(database_url)) as conn:
+            rows = conn.execute("SELECT revision, sha256, applied_by, nilemig_version, duration_ms, baseline "
+                                "FROM nilemig_ledger").fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    import hashlib
+
+    import nilemig
+
+    recorded = ledger()
+    revision = second.name.split("_")[2]
+    sha, who, version, duration, baseline = recorded[revision]
+    assert sha == hashlib.sha256(second.read_bytes()).hexdigest()
+    assert "@" in who and version == nilemig.__version__ and duration is not None and baseline is False
+    assert run_cli("down").exit_code == 0
+    assert set(ledger()) == {first.name.split("_")[2]}
