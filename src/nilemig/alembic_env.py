@@ -78,9 +78,8 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
             _configure_and_run(context, connection=connection, **options)
         return
 
-    from alembic.runtime.migration import MigrationContext
-
     from nilemig import ledger
+    from nilemig.core import connection_heads
     from nilemig.database import connect, set_timeouts
     from nilemig.runlock import migration_lock
 
@@ -92,7 +91,7 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
         set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
         # Lock before Alembic reads the current revision: concurrent runners apply each migration once.
         with migration_lock(connection, settings.lock_wait_seconds, settings.on_notice):
-            current = tuple(MigrationContext.configure(connection).get_current_heads())
+            current = connection_heads(connection)
             baselined = ledger.ensure(connection, context.script, current)
             connection.commit()
             if baselined:

@@ -54,24 +54,26 @@ def script_directory(project: Project, config: Config) -> ScriptDirectory:
     return scripts
 
 
-def current_heads(database: Database) -> tuple[str, ...]:
+def connection_heads(connection: Any) -> tuple[str, ...]:
     from alembic.runtime.migration import MigrationContext
 
+    return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+def current_heads(database: Database) -> tuple[str, ...]:
     from nilemig.database import connect
 
     with connect(database) as connection:
-        return tuple(MigrationContext.configure(connection).get_current_heads())
+        return connection_heads(connection)
 
 
 def database_state(database: Database, scripts: ScriptDirectory):
     """The database's current revision(s), and how its applied migrations differ from the files (ledger.Drift)."""
-    from alembic.runtime.migration import MigrationContext
-
     from nilemig import ledger
     from nilemig.database import connect
 
     with connect(database) as connection:
-        current = tuple(MigrationContext.configure(connection).get_current_heads())
+        current = connection_heads(connection)
         return current, ledger.drift(connection, scripts, current)
 
 
