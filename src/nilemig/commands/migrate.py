@@ -19,6 +19,7 @@ from nilemig.core import (
     explain,
     explain_errors,
     failing_frame,
+    failure_reason,
     pending_scripts,
     script_directory,
 )
@@ -168,9 +169,9 @@ def _run(project, database, scripts, alembic_command, target, on_step, settings)
     except NilemigError:
         raise
     except KeyboardInterrupt:
-        after = describe_revisions(current_heads(database), scripts)
+        now_at = describe_revisions(current_heads(database), scripts)
         raise Interrupted(
-            f"Interrupted. The migration that was running was rolled back; the database is at {after}"
+            f"Interrupted. The migration that was running was rolled back; the database is at {now_at}"
             f"{f', after {len(steps)} migration(s) completed' if steps else ''}."
         ) from None
     except Exception as exc:
@@ -191,7 +192,7 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     frame = failing_frame(exc, project.root)
     script = _script_at(scripts, frame.filename) if frame else None
     orig = getattr(exc, "orig", None)
-    reason = _first_line(getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc))
+    reason = failure_reason(exc)
     if script is not None:
         where = f"Migration {script.revision} ({script.doc}) failed at {display_path(script.path)}, line {frame.lineno}"
     elif frame is not None:
@@ -216,10 +217,6 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     return NilemigError(
         f"{where}: {reason}. {advice}That migration was rolled back; the database is at {after}.{applied}"
     )
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0].rstrip(".") if text.strip() else "unknown error"
 
 
 def _script_at(scripts: ScriptDirectory, filename: str) -> Script | None:

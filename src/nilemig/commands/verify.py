@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, display_path, failing_frame, script_directory
+from nilemig.core import alembic_config, display_path, failing_frame, failure_reason, script_directory
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
@@ -83,12 +83,10 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
 
 
 def _failure(kind: str, script: Script, exc: BaseException, project: Project) -> Failure:
-    orig = getattr(exc, "orig", None)
-    reason = str(getattr(getattr(orig, "diag", None), "message_primary", None) or orig or exc).strip()
     frame = failing_frame(exc, project.root)
     where = f", line {frame.lineno}" if frame is not None and frame.filename == script.path else ""
     return Failure(kind, script.revision, display_path(script.path),
-                   f"{kind} of {script.revision} ({script.doc}) failed{where}: {reason.splitlines()[0] if reason else exc}")
+                   f"{kind} of {script.revision} ({script.doc}) failed{where}: {failure_reason(exc)}")
 
 
 def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
