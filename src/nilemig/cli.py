@@ -29,7 +29,6 @@ local_app = typer.Typer(help="The local development database (used when no DATAB
 app.add_typer(local_app, name="local")
 
 
-
 class _LazyConsole:
     """A rich Console made on first use: importing rich costs `nilemig --help` a fifth of its time."""
 
@@ -37,12 +36,16 @@ class _LazyConsole:
         self._stderr = stderr
         self._console = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def console(self) -> Any:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
 
 
 def escape(text: str) -> str:
@@ -369,7 +372,7 @@ def verify(
     from nilemig.commands.verify import verify as run_verify
 
     project = _project()
-    with Progress(console=err._console if err._console else None, transient=True, disable=as_json) as progress:
+    with Progress(console=err.console, transient=True, disable=as_json) as progress:
         task = progress.add_task("verifying", total=None)
         result = run_verify(
             project, scratch_url, keep,
