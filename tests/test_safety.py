@@ -62,7 +62,8 @@ def assert_consistent(url) -> int:
 
 
 def test_concurrent_runners_apply_each_migration_once(project, database_url):
-    write_numbered_chain(project, sleep=0.02)
+    # Slow enough that the first runner still holds the lock when the others start.
+    write_numbered_chain(project, sleep=0.05)
     runners = [spawn(project, database_url, "up") for _ in range(8)]
     outcomes = [(p.wait(timeout=180), p.stderr.read()) for p in runners]
     for code, stderr in outcomes:
@@ -75,13 +76,19 @@ def test_concurrent_runners_apply_each_migration_once(project, database_url):
 
 def test_kill_9_at_random_moments_leaves_a_valid_revision(project, pg_server):
     write_numbered_chain(project, sleep=0.02)
+    # Kill moments are spread over how long a whole run takes on this machine, start-up included.
+    url = pg_server.create_database()
+    started = time.monotonic()
+    assert spawn(project, url, "up", "--no-check").wait(timeout=120) == 0
+    full_run = time.monotonic() - started
+    pg_server.drop_database(url)
     rng = random.Random(20261125)
     seen = set()
     for _ in range(20):
         url = pg_server.create_database()
         try:
             runner = spawn(project, url, "up", "--no-check")
-            time.sleep(rng.uniform(0.4, 2.2))
+            time.sleep(rng.uniform(0.1, 1.0) * full_run)
             runner.send_signal(signal.SIGKILL)
             runner.wait(timeout=60)
             seen.add(assert_consistent(url))
