@@ -38,6 +38,16 @@ def test_init_twice_overwrites_nothing(tmp_path, cli):
     assert (root / ".gitignore").read_text().count(".env\n") == 1
 
 
+def test_init_in_an_existing_alembic_project_says_env_py_is_not_nilemigs(tmp_path, cli):
+    root = tmp_path / "legacy"
+    (root / "alembic").mkdir(parents=True)
+    (root / "alembic" / "env.py").write_text("# the project's own env.py\n")
+    result = cli("init", str(root))
+    assert result.exit_code == 0
+    assert "env.py is not nilemig's" in result.stderr
+    assert (root / "alembic" / "env.py").read_text() == "# the project's own env.py\n"
+
+
 def test_walkthrough_create_account(project, database_url, cli):
     path = new_migration("create account table", ACCOUNT_UP, ACCOUNT_DOWN)
     assert path.name.endswith("_create_account_table.py")

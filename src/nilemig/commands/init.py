@@ -9,12 +9,16 @@ from pathlib import Path
 GITIGNORE_LINES = (".env", ".nilemig/")
 
 
+ENV_PY_MARKER = "nilemig.alembic_env"
+
+
 @dataclass
 class InitResult:
     root: Path
     created: list[Path] = field(default_factory=list)
     existing: list[Path] = field(default_factory=list)
     gitignore_added: list[str] = field(default_factory=list)
+    foreign_env_py: bool = False  # an env.py that does not call nilemig was already there
 
 
 def _template_files(name: str) -> dict[str, str]:
@@ -53,6 +57,8 @@ def init(root: Path, example: bool = False) -> InitResult:
         target.write_text(text, encoding="utf-8")
         result.created.append(target)
     result.gitignore_added = _ensure_gitignore(root / ".gitignore")
+    env_py = root / "alembic" / "env.py"
+    result.foreign_env_py = env_py in result.existing and ENV_PY_MARKER not in env_py.read_text(encoding="utf-8")
     return result
 
 
