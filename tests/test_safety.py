@@ -63,7 +63,7 @@ def assert_consistent(url) -> int:
 
 def test_concurrent_runners_apply_each_migration_once(project, database_url):
     # Slow enough that the first runner still holds the lock when the others start.
-    write_numbered_chain(project, sleep=0.05)
+    write_numbered_chain(project, sleep=0.1)
     runners = [spawn(project, database_url, "up") for _ in range(8)]
     outcomes = [(p.wait(timeout=180), p.stderr.read()) for p in runners]
     for code, stderr in outcomes:
