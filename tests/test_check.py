@@ -156,3 +156,22 @@ def test_fixture_corpus_has_no_errors():
     result = check(Project(corpus))
     assert result.migrations >= 50
     assert result.errors == [], result.errors
+
+
+def test_migrations_after_one_that_cannot_render_are_still_checked(project_dir):
+    first, second, third = write_chain(project_dir, '''def upgrade():
+    op.create_table("account", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+# --- next migration ---
+def upgrade():
+    op.drop_column("account", "name")
+    rows = op.get_bind().execute(sa.text("SELECT id FROM account")).fetchall()
+# --- next migration ---
+def upgrade():
+    op.execute("DROP TABLE account CASCADE")
+''')
+    data = json.loads(run_cli("check", "--format", "json").stdout)
+    found = {(f["code"], Path(f["file"]).name) for f in data["findings"]}
+    assert ("MIG000", second.name) in found
+    assert ("NILE008", third.name) in found
+    # What the unrenderable migration emitted before it failed is not checked as if it had run.
+    assert ("MIG005", second.name) not in found
