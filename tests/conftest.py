@@ -26,14 +26,13 @@ from nilemig import local, nile
 from nilemig.cli import app
 from nilemig.commands.init import init
 from nilemig.config import normalise_url
+from nilemig.database import libpq_dsn as libpq
 
 EXTERNAL_SERVER_VAR = "NILEMIG_TEST_DATABASE_URL"
 # Tests rewrite models.py within one second; a stale .pyc must not hide the change.
 sys.dont_write_bytecode = True
 
 
-def libpq(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @dataclass

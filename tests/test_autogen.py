@@ -10,7 +10,6 @@ import pytest
 from alembic.config import main as alembic_main
 from conftest import new_migration, run_cli, tables
 
-
 ACCOUNT_MODEL = '''
 
 class Account(Base):

@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from conftest import libpq, new_migration, run_cli, tables, url_string
 
-
 ACCOUNT_UP = "op.create_table('account', sa.Column('id', sa.Integer, primary_key=True))"
 ACCOUNT_DOWN = "op.drop_table('account')"
 

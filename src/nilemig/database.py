@@ -32,6 +32,11 @@ def create_engine(url: URL) -> Engine:
     )
 
 
+def libpq_dsn(url: URL) -> str:
+    """The URL as libpq (psycopg.connect) takes it, password included: never print it."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def connect(database: Database) -> Connection:
     """Open a connection, turning the driver's connection errors into a NilemigError."""
     from sqlalchemy.exc import OperationalError

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nilemig.database import libpq_dsn
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
@@ -138,18 +139,17 @@ def _create_database_if_missing(admin: URL, name: str) -> None:
 
     from nilemig import nile
 
-    with psycopg.connect(_libpq_dsn(admin), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists:
             return
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(_libpq_dsn(admin.set(database=name)), autocommit=True) as conn:
+        try:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.errors.DuplicateDatabase:
+            return  # another nilemig command created it a moment ago
+    with psycopg.connect(libpq_dsn(admin.set(database=name)), autocommit=True) as conn:
         nile.install_builtins(conn)
         nile.install_strictness(conn)
-
-
-def _libpq_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def stop(project: Project) -> bool:
@@ -174,7 +174,7 @@ def reset(project: Project) -> URL:
     import psycopg
 
     admin = _admin_url(_server(project))
-    with psycopg.connect(_libpq_dsn(admin), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)')
     _create_database_if_missing(admin, DATABASE_NAME)
     return admin.set(database=DATABASE_NAME)

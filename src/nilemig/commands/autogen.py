@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_chatter_silenced, alembic_config, configure_formatter, explain_errors
+from nilemig.core import (
+    alembic_chatter_silenced,
+    alembic_config,
+    configure_formatter,
+    explain_errors,
+)
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, current_heads, database_state, display_path, pending_scripts, script_directory
+from nilemig.core import (
+    alembic_config,
+    current_heads,
+    database_state,
+    display_path,
+    pending_scripts,
+    script_directory,
+)
 
 if TYPE_CHECKING:
     from nilemig.config import Database, Project

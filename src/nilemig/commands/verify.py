@@ -9,12 +9,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, display_path, failing_frame, failure_reason, script_directory
+from nilemig.core import (
+    alembic_config,
+    display_path,
+    failing_frame,
+    failure_reason,
+    script_directory,
+)
+from nilemig.database import libpq_dsn
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
     from alembic.script import Script
-    from sqlalchemy.engine import URL
 
     from nilemig.config import Database, Project
 
@@ -47,10 +53,6 @@ class VerifyResult:
                 "failures": [f.to_json() for f in self.failures]}
 
 
-def _libpq(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> Iterator[Database]:
     """A new database with Nile's built-ins and strictness, on the local server or `scratch_url`'s."""
@@ -62,7 +64,7 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
     admin = normalise_url(scratch_url, "--scratch-url") if scratch_url else local.admin_url(project)
     name = f"nilemig_verify_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
         raise NilemigError(
@@ -72,13 +74,13 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
         ) from None
     url = admin.set(database=name)
     try:
-        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
             nile.install_builtins(conn)
             nile.install_strictness(conn)
         yield Database(url, "--scratch-url" if scratch_url else "local")
     finally:
         if not keep:
-            with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+            with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -114,7 +116,7 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
         config.attributes[SETTINGS_KEY] = RunSettings(on_notice=lambda message: None)
 
         def state() -> frozenset[str]:
-            with psycopg.connect(_libpq(database.url)) as conn:
+            with psycopg.connect(libpq_dsn(database.url)) as conn:
                 return snapshot(conn)
 
         def attempt(kind: str, script: Script, alembic_command: Callable[..., None], target: str) -> bool:
