@@ -20,6 +20,7 @@ DATABASE_KEY = "nilemig_database"
 ON_APPLY_KEY = "nilemig_on_version_apply"
 FROM_CLI_KEY = "nilemig_cli"
 SETTINGS_KEY = "nilemig_run_settings"
+FINAL_HEADS_KEY = "nilemig_final_heads"
 # pytest-alembic and Alembic's cookbook hand a live connection over under this key.
 CONNECTION_KEY = "connection"
 
@@ -101,6 +102,8 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
                 )
             options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
             _configure_and_run(context, connection=connection, **options)
+            # Where the run left the database, read under the lock, for nilemig to report.
+            config.attributes[FINAL_HEADS_KEY] = connection_heads(connection)
 
 
 def _configure_and_run(context: Any, **options: Any) -> None:

@@ -88,7 +88,11 @@ def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str,
     """Create the ledger if needed and record applied migrations it lacks; return how many it baselined."""
     connection.execute(_text(CREATE))
     recorded = set(rows(connection))
-    applied = [s for s in scripts.iterate_revisions(current, "base")] if current else []
+    # Migrations reach the ledger with their revision, so when the current ones are recorded their
+    # ancestors are too; walking the whole chain is only needed the first time.
+    if set(current) <= recorded:
+        return 0
+    applied = list(scripts.iterate_revisions(current, "base"))
     missing = [s for s in applied if s.revision not in recorded]
     for script in missing:
         record(connection, script.revision, script.path, None, baseline=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nilemig.alembic_env import SETTINGS_KEY, RunSettings
+from nilemig.alembic_env import FINAL_HEADS_KEY, SETTINGS_KEY, RunSettings
 from nilemig.core import (
     alembic_config,
     current_heads,
@@ -149,7 +149,6 @@ def steps_down(project: Project, database: Database, target: str) -> int:
 
 def _run(project, database, scripts, alembic_command, target, on_step, settings) -> RunResult:
     steps: list[Step] = []
-    after: list[tuple[str, ...]] = []
     started = [time.monotonic()]
 
     def record(ctx, step, heads, run_args) -> None:
@@ -157,7 +156,6 @@ def _run(project, database, scripts, alembic_command, target, on_step, settings)
         done = Step(step.up_revision_id, step.up_revision.doc or "", now - started[0])
         started[0] = now
         steps.append(done)
-        after[:] = [tuple(heads)]
         if on_step is not None:
             on_step(done)
 
@@ -183,7 +181,7 @@ def _run(project, database, scripts, alembic_command, target, on_step, settings)
         if isinstance(exc, DBAPIError) or (frame is not None and frame.name in ("upgrade", "downgrade")):
             raise migration_failed(exc, project, database, scripts, steps) from None
         raise explain(exc, project) or exc from None
-    return RunResult(after[0] if after else current_heads(database), steps)
+    return RunResult(config.attributes[FINAL_HEADS_KEY], steps)
 
 
 def migration_failed(exc: Exception, project: Project, database: Database,
