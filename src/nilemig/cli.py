@@ -513,10 +513,12 @@ def rules_command(code: Annotated[Optional[str], typer.Argument(help="Show one r
 @local_app.command("url")
 @handled
 def local_url() -> None:
-    """Start the local development database if needed and print its URL."""
+    """Start the local development database if needed and print its URL (for psql, or DATABASE_URL)."""
     from nilemig import local
 
-    out.print(local.ensure_database(_project()).render_as_string(hide_password=True))
+    # The libpq form, which psql and other tools take as well as nilemig does.
+    url = local.ensure_database(_project()).set(drivername="postgresql")
+    out.print(url.render_as_string(hide_password=True))
 
 
 @local_app.command("stop")

@@ -131,7 +131,9 @@ def admin_url(project: Project) -> URL:
 def _admin_url(server) -> URL:
     from sqlalchemy.engine import make_url
 
-    return make_url(server.get_uri(driver="psycopg"))
+    # The embedded server trusts local connections: no password (pgserver's URL says an empty one).
+    # URL is a NamedTuple; URL.set() reads password=None as "unchanged".
+    return make_url(server.get_uri(driver="psycopg"))._replace(password=None)
 
 
 def _create_database_if_missing(admin: URL, name: str) -> None:
