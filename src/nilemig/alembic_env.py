@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from nilemig import autogen, nile
-from nilemig.config import Project, resolve_database
+from nilemig.config import (
+    LOCK_WAIT_SECONDS,
+    STATEMENT_TIMEOUT_SECONDS,
+    TABLE_LOCK_TIMEOUT_SECONDS,
+    Project,
+    resolve_database,
+)
 
 # Keys nilemig puts in alembic's Config.attributes for env.py to pick up.
 DATABASE_KEY = "nilemig_database"
@@ -33,9 +39,9 @@ def _to_stderr(message: str) -> None:
 class RunSettings:
     """How a migration run waits and times out; `nilemig up --help` documents the flags."""
 
-    lock_wait_seconds: float = 60.0  # for the migration lock held by another runner
-    table_lock_timeout_seconds: float = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
-    statement_timeout_seconds: float = 900.0  # PostgreSQL statement_timeout for every statement
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS
+    table_lock_timeout_seconds: float = TABLE_LOCK_TIMEOUT_SECONDS
+    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS
     on_notice: Callable[[str], None] = field(default=_to_stderr)
 
 

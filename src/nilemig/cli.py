@@ -14,6 +14,11 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from nilemig import __version__
+from nilemig.config import (
+    LOCK_WAIT_SECONDS,
+    STATEMENT_TIMEOUT_SECONDS,
+    TABLE_LOCK_TIMEOUT_SECONDS,
+)
 from nilemig.errors import NilemigError, UsageError, redact
 
 app = typer.Typer(
@@ -258,9 +263,9 @@ def up(
     allow_edited: Annotated[bool, typer.Option(
         "--allow-edited", help="Run although applied migrations were edited since.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip nilemig check on the pending migrations.")] = False,
-    lock_timeout: LockTimeout = 60.0,
-    table_lock_timeout: TableLockTimeout = 10.0,
-    statement_timeout: StatementTimeout = 900.0,
+    lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
+    table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
+    statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Apply pending migrations, each in its own transaction, after checking them."""
@@ -282,9 +287,9 @@ def up(
 def down(
     target: Annotated[str, typer.Argument(help="-N, a revision id, or base.")] = "-1",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before undoing several migrations.")] = False,
-    lock_timeout: LockTimeout = 60.0,
-    table_lock_timeout: TableLockTimeout = 10.0,
-    statement_timeout: StatementTimeout = 900.0,
+    lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
+    table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
+    statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""

@@ -28,6 +28,10 @@ DRIVER = "postgresql+psycopg"
 # Every spelling that means "PostgreSQL" to some tool; all are served by psycopg 3.
 _POSTGRES_SCHEMES = {"postgres", "postgresql"}
 NILE_HOST_SUFFIX = ".thenile.dev"
+# How migration runs wait and time out, unless told otherwise (`nilemig up --help`).
+LOCK_WAIT_SECONDS = 60.0  # for the migration lock another runner holds
+TABLE_LOCK_TIMEOUT_SECONDS = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
+STATEMENT_TIMEOUT_SECONDS = 900.0  # PostgreSQL statement_timeout for every statement
 
 
 @dataclass(frozen=True)
