@@ -294,16 +294,15 @@ def down(
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""
     from nilemig.commands.migrate import down as run_down
-    from nilemig.commands.migrate import steps_down
+
+    def ask_first(count: int) -> None:
+        if (count > 1 or target == "base") and not yes:
+            _confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.",
+                     f"`down {target}` would undo {count} migration(s) and may destroy data.")
 
     project = _project()
-    database = _database(project, database_url)
-    count = steps_down(project, database, target)
-    if (count > 1 or target == "base") and not yes:
-        _confirm(f"Undo {count} migration(s)? Data in the tables they created may be lost.",
-                 f"`down {target}` would undo {count} migration(s) and may destroy data.")
-    result = run_down(project, database, target, on_step=_print_step("undone "),
-                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout))
+    result = run_down(project, _database(project, database_url), target, on_step=_print_step("undone "),
+                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout), confirm=ask_first)
     _print_outcome(result, "Nothing to undo: the database is at", "Undid")
 
 

@@ -8,6 +8,7 @@ their files as they are then.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import socket
@@ -47,6 +48,7 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@functools.cache
 def _who() -> str:
     try:
         user = getpass.getuser()
@@ -77,10 +79,10 @@ def forget(connection: Connection, revision: str) -> None:
     connection.execute(_text(f"DELETE FROM {TABLE} WHERE revision = :revision"), {"revision": revision})
 
 
-def rows(connection: Connection) -> dict[str, str]:
-    """revision -> sha256 of every recorded migration (empty when there is no ledger yet)."""
+def rows(connection: Connection) -> dict[str, str] | None:
+    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
     if not exists(connection):
-        return {}
+        return None
     return dict(connection.execute(_text(f"SELECT revision, sha256 FROM {TABLE}")).all())
 
 
@@ -128,10 +130,10 @@ class Drift:
 
 
 def drift(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> Drift:
-    if not exists(connection):
+    recorded = rows(connection)
+    if recorded is None:
         return Drift(has_ledger=False, missing=[r for r in current if _script(scripts, r) is None])
     found = Drift()
-    recorded = rows(connection)
     for revision, sha in sorted(recorded.items()):
         script = _script(scripts, revision)
         if script is None:
@@ -152,7 +154,7 @@ def _script(scripts: ScriptDirectory, revision: str):
 def accept(connection: Connection, scripts: ScriptDirectory, revisions: list[str]) -> list[str]:
     """Take the current files of these (or all edited) applied migrations as reviewed."""
     chosen = revisions or [r for r, _ in drift(connection, scripts, ()).edited]
-    recorded = rows(connection)
+    recorded = rows(connection) or {}
     accepted = []
     for revision in chosen:
         script = _script(scripts, revision)

@@ -80,11 +80,16 @@ def up(project: Project, database: Database, target: str = "head",
 
 
 def down(project: Project, database: Database, target: str = "-1",
-         on_step: Callable[[Step], None] | None = None, settings: RunSettings | None = None) -> RunResult:
+         on_step: Callable[[Step], None] | None = None, settings: RunSettings | None = None,
+         confirm: Callable[[int], None] | None = None) -> RunResult:
+    """Undo migrations; `confirm` gets how many would be undone first, and may raise to stop."""
     from alembic import command
 
     scripts = script_directory(project, alembic_config(project))
-    refuse_drift(database_state(database, scripts)[1], allow_edited=True)
+    current, drift = database_state(database, scripts)
+    refuse_drift(drift, allow_edited=True)
+    if confirm is not None:
+        confirm(_steps_down(project, scripts, current, target))
     return _run(project, database, scripts, command.downgrade, target, on_step, settings)
 
 
@@ -134,10 +139,8 @@ def refuse_unreviewed_destructive(pending: list[Script]) -> None:
         )
 
 
-def steps_down(project: Project, database: Database, target: str) -> int:
-    """How many migrations `down TARGET` would undo, to decide whether to ask first."""
-    scripts = script_directory(project, alembic_config(project))
-    current = current_heads(database)
+def _steps_down(project: Project, scripts: ScriptDirectory, current: tuple[str, ...], target: str) -> int:
+    """How many migrations `down TARGET` would undo."""
     if not current:
         return 0
     relative = re.fullmatch(r"-(\d+)", target)
