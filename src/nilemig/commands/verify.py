@@ -111,13 +111,13 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
         chain = []
     if on_start is not None:
         on_start(len(chain) + 1)
-    with scratch_database(project, scratch_url, keep) as database:
+    with scratch_database(project, scratch_url, keep) as database, \
+            psycopg.connect(libpq_dsn(database.url), autocommit=True) as inspector:
         config = alembic_config(project, database)
         config.attributes[SETTINGS_KEY] = RunSettings(on_notice=lambda message: None)
 
         def state() -> frozenset[str]:
-            with psycopg.connect(libpq_dsn(database.url)) as conn:
-                return snapshot(conn)
+            return snapshot(inspector)
 
         def attempt(kind: str, script: Script, alembic_command: Callable[..., None], target: str) -> bool:
             try:
