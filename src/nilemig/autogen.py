@@ -18,7 +18,6 @@ from sqlalchemy import types
 # Key in Config.attributes: when set to a list, generated scripts are collected there and no file is written.
 CAPTURE_KEY = "nilemig_capture"
 MARKER = "# nilemig: destructive"
-ACKNOWLEDGED = "# nilemig: destructive-ok"
 _UNACKNOWLEDGED = re.compile(r"#\s*nilemig:\s*destructive(?![-\w])(?P<reason>.*)")
 
 
