@@ -108,10 +108,10 @@ def test_without_the_local_extra_says_how_to_proceed(project_dir):
     assert "Traceback" not in result.stderr
 
 
-def test_help_imports_no_database_libraries():
+def test_help_imports_no_database_or_rendering_libraries():
     code = ("import sys; sys.argv = ['nilemig', '--help']\nfrom nilemig.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('sqlalchemy', 'alembic', 'psycopg') if m in sys.modules]\n"
+            "heavy = [m for m in ('sqlalchemy', 'alembic', 'psycopg', 'rich') if m in sys.modules]\n"
             "print('HEAVY', heavy, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in result.stderr, result.stderr

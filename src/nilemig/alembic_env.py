@@ -6,43 +6,21 @@ initialised, and plain `alembic` behaves exactly like `nilemig`.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nilemig import autogen, nile
-from nilemig.config import (
-    LOCK_WAIT_SECONDS,
-    STATEMENT_TIMEOUT_SECONDS,
-    TABLE_LOCK_TIMEOUT_SECONDS,
-    Project,
-    resolve_database,
+from nilemig.config import Project
+from nilemig.core import connection_heads, resolve_database
+from nilemig.keys import (
+    CONNECTION_KEY,
+    DATABASE_KEY,
+    FINAL_HEADS_KEY,
+    FROM_CLI_KEY,
+    ON_APPLY_KEY,
+    SETTINGS_KEY,
 )
-
-# Keys nilemig puts in alembic's Config.attributes for env.py to pick up.
-DATABASE_KEY = "nilemig_database"
-ON_APPLY_KEY = "nilemig_on_version_apply"
-FROM_CLI_KEY = "nilemig_cli"
-SETTINGS_KEY = "nilemig_run_settings"
-FINAL_HEADS_KEY = "nilemig_final_heads"
-# pytest-alembic and Alembic's cookbook hand a live connection over under this key.
-CONNECTION_KEY = "connection"
-
-
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-@dataclass
-class RunSettings:
-    """How a migration run waits and times out; `nilemig up --help` documents the flags."""
-
-    lock_wait_seconds: float = LOCK_WAIT_SECONDS
-    table_lock_timeout_seconds: float = TABLE_LOCK_TIMEOUT_SECONDS
-    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS
-    on_notice: Callable[[str], None] = field(default=_to_stderr)
+from nilemig.runsettings import RunSettings
 
 
 def configure_options(target_metadata: Any) -> dict[str, Any]:
@@ -86,7 +64,6 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
         return
 
     from nilemig import ledger
-    from nilemig.core import connection_heads
     from nilemig.database import connect, set_timeouts
     from nilemig.runlock import migration_lock
 

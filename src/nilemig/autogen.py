@@ -15,8 +15,9 @@ from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from sqlalchemy import types
 
-# Key in Config.attributes: when set to a list, generated scripts are collected there and no file is written.
-CAPTURE_KEY = "nilemig_capture"
+# CAPTURE_KEY in Config.attributes: when set to a list, generated scripts are collected there and no file is written.
+from nilemig.keys import CAPTURE_KEY
+
 MARKER = "# nilemig: destructive"
 _UNACKNOWLEDGED = re.compile(r"#\s*nilemig:\s*destructive(?![-\w])(?P<reason>.*)")
 

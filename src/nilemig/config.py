@@ -2,7 +2,8 @@
 
 Which database a command uses: `--database-url` > `DATABASE_URL` in the
 environment > `DATABASE_URL` in the project's `.env` > the local development
-database. The generated env.py calls the same `resolve_database`, so plain
+database. Choosing is a plain value here; starting the local database is left to
+`core.resolve_database`, which the CLI and the generated env.py both call, so plain
 `alembic` and `nilemig` always agree.
 
 Nothing here imports SQLAlchemy at module level: `nilemig --help` stays fast.
@@ -28,10 +29,6 @@ DRIVER = "postgresql+psycopg"
 # Every spelling that means "PostgreSQL" to some tool; all are served by psycopg 3.
 _POSTGRES_SCHEMES = {"postgres", "postgresql"}
 NILE_HOST_SUFFIX = ".thenile.dev"
-# How migration runs wait and time out, unless told otherwise (`nilemig up --help`).
-LOCK_WAIT_SECONDS = 60.0  # for the migration lock another runner holds
-TABLE_LOCK_TIMEOUT_SECONDS = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
-STATEMENT_TIMEOUT_SECONDS = 900.0  # PostgreSQL statement_timeout for every statement
 
 
 @dataclass(frozen=True)
@@ -103,8 +100,8 @@ def configured_url(project: Project, cli_url: str | None = None) -> tuple[str, s
     return None
 
 
-def resolve_database(project: Project, cli_url: str | None = None) -> Database:
-    """The database to use; starts the local development database when nothing is configured."""
+def choose_database(project: Project, cli_url: str | None = None) -> Database | None:
+    """The configured database, or None for the local development database (started by `core.resolve_database`)."""
     configured = configured_url(project, cli_url)
     if configured is not None:
         raw, source = configured
@@ -114,9 +111,7 @@ def resolve_database(project: Project, cli_url: str | None = None) -> Database:
             f"No database configured, and CI is set: nilemig will not fall back to a local database in CI. "
             f"Set {ENV_VAR} (or pass --database-url) to the database this job should migrate."
         )
-    from nilemig import local
-
-    return Database(local.ensure_database(project), "local")
+    return None
 
 
 def normalise_url(raw: str, source: str = ENV_VAR) -> URL:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nilemig.alembic_env import DATABASE_KEY, FROM_CLI_KEY, ON_APPLY_KEY
 from nilemig.errors import NilemigError, sentence
+from nilemig.keys import DATABASE_KEY, FROM_CLI_KEY, ON_APPLY_KEY
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,6 +42,14 @@ def alembic_config(
     if on_version_apply is not None:
         config.attributes[ON_APPLY_KEY] = on_version_apply
     return config
+
+
+def resolve_database(project: Project, cli_url: str | None = None) -> Database:
+    """The database to use; starts the local development database when nothing is configured."""
+    from nilemig import local
+    from nilemig.config import Database, choose_database
+
+    return choose_database(project, cli_url) or Database(local.ensure_database(project), "local")
 
 
 def script_directory(project: Project, config: Config) -> ScriptDirectory:

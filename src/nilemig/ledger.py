@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nilemig import __version__
+from nilemig.keys import LEDGER_TABLE
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
 
-TABLE = "nilemig_ledger"
+TABLE = LEDGER_TABLE
 CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     revision text PRIMARY KEY,

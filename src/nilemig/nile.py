@@ -14,6 +14,8 @@ from sqlalchemy import Column, ForeignKey, MetaData, Table, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nilemig.keys import LEDGER_TABLE
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -80,8 +82,6 @@ class TenantAware:
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
     """Alembic autogenerate hook: skip Nile's built-in schemas and tables, and nilemig's ledger."""
-    from nilemig.ledger import TABLE as LEDGER_TABLE
-
     if type_ == "schema":
         return name not in BUILTIN_SCHEMAS
     if type_ == "table":

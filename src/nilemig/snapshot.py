@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nilemig import nile
-from nilemig.ledger import TABLE as LEDGER_TABLE
+from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
     import psycopg
 
 _SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", *sorted(nile.BUILTIN_SCHEMAS))
-_SKIPPED_TABLES = ("alembic_version", LEDGER_TABLE)
+_SKIPPED_TABLES = (VERSION_TABLE, LEDGER_TABLE)
 
 # Concatenation rather than format(): these strings go through psycopg, for which % is a placeholder.
 _QUERIES = {

@@ -76,7 +76,7 @@ def diff(project: Project, database: Database) -> list[Difference]:
     """What autogenerate would emit, one entry per operation; writes nothing."""
     from alembic.operations import ops
 
-    from nilemig.autogen import CAPTURE_KEY
+    from nilemig.keys import CAPTURE_KEY
 
     config = alembic_config(project, database)
     captured: list[ops.UpgradeOps] = []

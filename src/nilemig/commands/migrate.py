@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nilemig.alembic_env import FINAL_HEADS_KEY, SETTINGS_KEY, RunSettings
 from nilemig.core import (
     alembic_config,
     current_heads,
@@ -24,6 +23,8 @@ from nilemig.core import (
     script_directory,
 )
 from nilemig.errors import NilemigError
+from nilemig.keys import FINAL_HEADS_KEY, SETTINGS_KEY
+from nilemig.runsettings import RunSettings
 
 if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory

@@ -97,8 +97,9 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
     import psycopg
     from alembic import command
 
-    from nilemig.alembic_env import SETTINGS_KEY, RunSettings
     from nilemig.commands.autogen import diff
+    from nilemig.keys import SETTINGS_KEY
+    from nilemig.runsettings import RunSettings
     from nilemig.snapshot import differences, snapshot
 
     scripts = script_directory(project, alembic_config(project))

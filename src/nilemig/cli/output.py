@@ -1,0 +1,95 @@
+"""Printing: rich consoles made on first use (stdout is data, stderr is for people), and findings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs `nilemig --help` a fifth of its time."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
+
+
+class _Progress:
+    """A step counter for long commands: `start(total)`, then `step(name)` once per step."""
+
+    def __init__(self, progress: Any, task: Any):
+        self._progress, self._task = progress, task
+
+    def start(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
+    def step(self, name: str) -> None:
+        self._progress.update(self._task, description=escape(name))
+        self._progress.advance(self._task)
+
+
+@contextmanager
+def progress_bar(description: str, disable: bool = False) -> Iterator[_Progress]:
+    """A progress bar on stderr that disappears when done (nothing when `disable`)."""
+    from rich.progress import Progress
+
+    with Progress(console=err.console, transient=True, disable=disable) as progress:
+        yield _Progress(progress, progress.add_task(description, total=None))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def print_findings(findings, output_format: str, stderr: bool = False) -> None:
+    from nilemig.core import display_path
+
+    console = err if stderr else out
+    if output_format == "json":
+        console.print_json(json.dumps({"findings": [f.to_json() for f in findings]}))
+        return
+    if output_format == "github":
+        from nilemig.commands.check import github_annotations
+
+        sys.stdout.write(github_annotations(findings))
+        return
+    shown = None
+    for f in findings:
+        if f.path != shown:
+            shown = f.path
+            console.print(f"[bold]{escape(display_path(f.path))}[/]")
+        colour = "red" if f.severity == "error" else "yellow"
+        console.print(f"  {f.line:>4}  [{colour}]{f.severity:<7}[/] [bold]{f.code}[/]  {escape(f.message)}")
+
+

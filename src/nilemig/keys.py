@@ -1,0 +1,20 @@
+"""Names several layers share, kept apart so that none of them has to import another for a string.
+
+`config.attributes` keys are how nilemig's commands (core, commands/) talk to the
+`env.py` body (alembic_env) through Alembic's Config; the table names are nilemig's
+own bookkeeping, which autogenerate, verify and the ledger all have to recognise.
+"""
+
+# Keys nilemig puts in Alembic's Config.attributes for env.py to pick up.
+DATABASE_KEY = "nilemig_database"
+ON_APPLY_KEY = "nilemig_on_version_apply"
+FROM_CLI_KEY = "nilemig_cli"
+SETTINGS_KEY = "nilemig_run_settings"
+FINAL_HEADS_KEY = "nilemig_final_heads"
+CAPTURE_KEY = "nilemig_capture"
+# pytest-alembic and Alembic's cookbook hand a live connection over under this key.
+CONNECTION_KEY = "connection"
+
+# nilemig's own tables, beside Alembic's.
+LEDGER_TABLE = "nilemig_ledger"
+VERSION_TABLE = "alembic_version"

@@ -1,0 +1,29 @@
+"""How a migration run waits and times out: the defaults, and the settings a run carries.
+
+Plain values with no heavy imports, so the command line can show the defaults in
+`nilemig up --help` without loading SQLAlchemy or Alembic.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+LOCK_WAIT_SECONDS = 60.0  # for the migration lock another runner holds
+TABLE_LOCK_TIMEOUT_SECONDS = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
+STATEMENT_TIMEOUT_SECONDS = 900.0  # PostgreSQL statement_timeout for every statement
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class RunSettings:
+    """How a migration run waits and times out; `nilemig up --help` documents the flags."""
+
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS
+    table_lock_timeout_seconds: float = TABLE_LOCK_TIMEOUT_SECONDS
+    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS
+    on_notice: Callable[[str], None] = field(default=_to_stderr)
