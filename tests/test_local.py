@@ -9,11 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
-from conftest import tables
+from conftest import new_migration, run_cli, tables, url_string
 from sqlalchemy.engine import make_url
 
 from nilemig import local
+from nilemig.database import libpq_dsn as libpq
 
 
 def nilemig(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -115,3 +117,126 @@ def test_help_imports_no_database_or_rendering_libraries():
             "print('HEAVY', heavy, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in result.stderr, result.stderr
+
+
+# The local database as nilemig sets it up (the `local_database` fixture runs the same set-up as
+# `nilemig up` without DATABASE_URL), used through the project's commands with that URL.
+
+TENANT_A = "11111111-1111-1111-1111-111111111111"
+TENANT_B = "22222222-2222-2222-2222-222222222222"
+
+
+@pytest.fixture
+def local_project(project_dir, local_database, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", url_string(local_database))
+    return local_database
+
+
+def developer(url):
+    return psycopg.connect(libpq(url), autocommit=True)
+
+
+def test_migrations_run_as_a_role_that_is_no_superuser(local_project):
+    new_migration("who", "op.execute(\"CREATE TABLE who AS SELECT current_user AS name, "
+                  "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super\")")
+    assert run_cli("up", "--no-check").exit_code == 0
+    with developer(local_project) as conn:
+        assert conn.execute("SELECT name, super FROM who").fetchone() == (local.DEVELOPER_ROLE, False)
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+        assert owner.fetchone()[0] == local.DEVELOPER_ROLE
+        # As on Nile, the developer uses Nile's built-in tables and may add columns to `tenants`.
+        conn.execute("ALTER TABLE tenants ADD COLUMN plan text")
+        conn.execute("INSERT INTO tenants (name, plan) VALUES ('a', 'free')")
+
+
+def test_the_scratch_database_of_verify_runs_as_the_developer_too(local_project, pg_server):
+    new_migration("who", "op.execute(\"DO $$ BEGIN IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                  "THEN RAISE EXCEPTION 'superuser'; END IF; END $$\")")
+    result = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url), "--json")
+    assert result.exit_code == 0, result.output
+
+
+def _tenant_tables(conn):
+    conn.execute(f"INSERT INTO tenants (id, name) VALUES ('{TENANT_A}', 'a'), ('{TENANT_B}', 'b')")
+    for tenant in (TENANT_A, TENANT_B):
+        for n in (1, 2):
+            conn.execute("INSERT INTO todos (tenant_id, id, title) VALUES (%s, %s, %s)", (tenant, n, f"{tenant[0]}{n}"))
+
+
+TODOS = ("op.execute('CREATE TABLE todos (tenant_id uuid REFERENCES tenants (id), id int, title text, "
+         "PRIMARY KEY (tenant_id, id))')")
+
+
+@pytest.mark.parametrize("made_tenant_aware", ["at creation", "later"])
+def test_tenant_context_scopes_tenant_aware_tables(local_project, made_tenant_aware):
+    if made_tenant_aware == "at creation":
+        new_migration("todos", TODOS)
+    else:
+        new_migration("todos", "op.execute('CREATE TABLE todos (id int, title text, PRIMARY KEY (id))')")
+        new_migration("tenant-aware", "op.execute('ALTER TABLE todos ADD COLUMN tenant_id uuid NOT NULL "
+                      "REFERENCES tenants (id)'); op.execute('ALTER TABLE todos DROP CONSTRAINT todos_pkey'); "
+                      "op.execute('ALTER TABLE todos ADD PRIMARY KEY (tenant_id, id)')")
+    assert run_cli("up", "--no-check").exit_code == 0
+    with developer(local_project) as conn:
+        _tenant_tables(conn)
+        assert conn.execute("SELECT count(*) FROM todos").fetchone()[0] == 4, "global context: every tenant"
+
+        conn.execute(f"SET nile.tenant_id = '{TENANT_A}'")
+        assert {r[0] for r in conn.execute("SELECT title FROM todos")} == {"11", "12"}
+        assert conn.execute("UPDATE todos SET title = title || '!'").rowcount == 2
+        assert conn.execute("DELETE FROM todos WHERE id = 2").rowcount == 1
+        conn.execute("INSERT INTO todos (tenant_id, id, title) VALUES (%s, 3, 'a3')", (TENANT_A,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("INSERT INTO todos (tenant_id, id, title) VALUES (%s, 9, 'sneaky')", (TENANT_B,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("UPDATE todos SET tenant_id = %s", (TENANT_B,))
+
+        conn.execute("SET nile.tenant_id = ''")
+        assert sorted(r[0] for r in conn.execute("SELECT title FROM todos")) == ["11!", "21", "22", "a3"]
+        conn.execute("RESET nile.tenant_id")
+        assert conn.execute("SELECT count(*) FROM todos").fetchone()[0] == 4
+        conn.execute("INSERT INTO todos (tenant_id, id, title) VALUES (%s, 9, 'b9')", (TENANT_B,))
+
+        with conn.transaction():
+            conn.execute(f"SET LOCAL nile.tenant_id = '{TENANT_B}'")
+            assert conn.execute("SELECT count(*) FROM todos").fetchone()[0] == 3
+            assert conn.execute("DELETE FROM todos").rowcount == 3
+        assert conn.execute("SELECT count(*) FROM todos").fetchone()[0] == 2, "SET LOCAL ends with the transaction"
+
+
+def test_shared_tables_ignore_the_tenant_context_and_tenant_id_can_still_go(local_project):
+    new_migration("todos", TODOS + "; op.execute('CREATE TABLE plans (name text PRIMARY KEY)')",
+                  "op.execute('DROP TABLE plans'); op.execute('DROP TABLE todos')")
+    new_migration("not tenant-aware any more",
+                  "op.execute('ALTER TABLE todos DROP CONSTRAINT todos_pkey'); "
+                  "op.execute('ALTER TABLE todos DROP COLUMN tenant_id'); op.execute('ALTER TABLE todos ADD PRIMARY KEY (id)')",
+                  "op.execute('DELETE FROM todos'); op.execute('ALTER TABLE todos DROP CONSTRAINT todos_pkey'); "
+                  "op.execute('ALTER TABLE todos ADD COLUMN tenant_id uuid NOT NULL REFERENCES tenants (id)'); "
+                  "op.execute('ALTER TABLE todos ADD PRIMARY KEY (tenant_id, id)')")
+    assert run_cli("up", "--no-check").exit_code == 0
+    with developer(local_project) as conn:
+        conn.execute(f"SET nile.tenant_id = '{TENANT_A}'")
+        conn.execute("INSERT INTO plans VALUES ('free')")
+        conn.execute("INSERT INTO todos VALUES (1, 'shared now')")
+        assert conn.execute("SELECT count(*) FROM plans").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM todos").fetchone()[0] == 1
+        assert not conn.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'todos'").fetchone()[0]
+    assert run_cli("down", "--yes").exit_code == 0
+    with developer(local_project) as conn:
+        assert conn.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'todos'").fetchone()[0]
+
+
+def test_a_database_given_by_url_gets_nothing_installed(project_dir, pg_server, monkeypatch):
+    bare = pg_server.create_database(with_builtins=False)
+    try:
+        monkeypatch.setenv("DATABASE_URL", url_string(bare))
+        new_migration("todos", "op.execute('CREATE TABLE tenants (id uuid PRIMARY KEY)'); " + TODOS)
+        assert run_cli("up", "--no-check").exit_code == 0
+        with psycopg.connect(libpq(bare)) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_event_trigger").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM pg_policy").fetchone()[0] == 0
+            assert conn.execute("SELECT array_agg(extname) FROM pg_extension").fetchone()[0] == ["plpgsql"]
+            assert conn.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'todos'").fetchone()[0] is False
+            assert not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname IN ('nile_ddl', 'users', 'auth')").fetchone()
+    finally:
+        pg_server.drop_database(bare)

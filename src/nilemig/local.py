@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from nilemig.config import Project
 
 DATABASE_NAME = "nilemig"
+# Migrations on local and scratch databases run as this role, as a Nile developer does: it owns the
+# database but is not a superuser, so row-level security (Nile's tenant context) binds it.
+DEVELOPER_ROLE = "nilemig_developer"
 ALLOW_CHMOD_VAR = "NILEMIG_LOCAL_ALLOW_CHMOD"
 _OPEN_TO_ALL = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
 
@@ -117,14 +120,27 @@ def _server(project: Project):
 
 
 def ensure_database(project: Project) -> URL:
-    """Start the local server if needed, create its database with Nile's built-ins, and return its URL."""
+    """Start the local server if needed, set up its database as on Nile, and return the developer's URL."""
+    import psycopg
+
     admin = _admin_url(_server(project))
-    _create_database_if_missing(admin, DATABASE_NAME)
-    return admin.set(database=DATABASE_NAME)
+    owner = _database_owner(admin, DATABASE_NAME)
+    if owner is None:
+        try:
+            return create_database(admin, DATABASE_NAME, pgdata_dir(project))
+        except psycopg.errors.DuplicateDatabase:
+            pass  # another nilemig command created it a moment ago
+    elif owner != DEVELOPER_ROLE:
+        raise NilemigError(
+            f"The local development database in {pgdata_dir(project)} was made by an older nilemig, which ran "
+            f"migrations as a superuser. Recreate it with `nilemig local reset --yes` (this deletes its data), "
+            "then run `nilemig up`."
+        )
+    return developer_url(admin, DATABASE_NAME, pgdata_dir(project))
 
 
 def admin_url(project: Project) -> URL:
-    """The local server's maintenance database, for creating scratch databases beside the local one."""
+    """The local server's maintenance database (as its superuser), for creating scratch databases beside the local one."""
     return _admin_url(_server(project))
 
 
@@ -136,22 +152,78 @@ def _admin_url(server) -> URL:
     return make_url(server.get_uri(driver="psycopg"))._replace(password=None)
 
 
-def _create_database_if_missing(admin: URL, name: str) -> None:
+def _database_owner(admin: URL, name: str) -> str | None:
     import psycopg
+
+    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def developer_url(admin: URL, name: str, pgdata: Path | None) -> URL:
+    """How to connect to database `name` as the developer role rather than as the superuser in `admin`.
+
+    The embedded server (`pgdata` given) trusts its socket, so the developer logs in. A server given
+    by URL may ask for passwords the role has none of: there the superuser logs in and becomes the
+    developer at once (`-crole=`, no space: URLs render a space as +), as a migration's `current_user` and for every privilege check.
+    """
+    if pgdata is not None:
+        return admin.set(username=DEVELOPER_ROLE, database=name)
+    return admin.set(database=name).update_query_dict({"options": f"-crole={DEVELOPER_ROLE}"})
+
+
+def create_database(admin: URL, name: str, pgdata: Path | None) -> URL:
+    """Create database `name` as Nile gives it to a developer, and return the developer's URL.
+
+    `admin` is a superuser's URL on the embedded server (whose data directory is `pgdata`) or on a
+    server given by URL (`pgdata` None). As the superuser: the role DEVELOPER_ROLE (not a superuser),
+    which owns the database and Nile's built-in tables; Nile's built-ins; its extensions; the event
+    trigger that rejects what Nile rejects and scopes tenant-aware tables to `nile.tenant_id`.
+    Migrations then run as the developer. A database whose set-up fails is dropped again.
+    """
+    import psycopg
+    from psycopg import sql
 
     from nilemig import nile
 
+    prepare_server(admin, pgdata)
     with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(DEVELOPER_ROLE)))
+    try:
+        with psycopg.connect(libpq_dsn(admin.set(database=name)), autocommit=True) as conn:
+            nile.install_builtins(conn)
+            nile.install_extensions(conn, DEVELOPER_ROLE)
+            nile.hand_over_builtins(conn, DEVELOPER_ROLE)
+            nile.install_strictness(conn)
+    except BaseException:
+        drop_database(admin, name)
+        raise
+    return developer_url(admin, name, pgdata)
+
+
+def drop_database(admin: URL, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def prepare_server(admin: URL, pgdata: Path | None) -> None:
+    """What a server needs once before `create_database` (idempotent): the role DEVELOPER_ROLE, which
+    owns its databases but is no superuser and cannot bypass row-level security. It may log in only
+    on the embedded server; elsewhere the superuser becomes it (see `developer_url`)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DEVELOPER_ROLE,)).fetchone():
             return
         try:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        except psycopg.errors.DuplicateDatabase:
-            return  # another nilemig command created it a moment ago
-    with psycopg.connect(libpq_dsn(admin.set(database=name)), autocommit=True) as conn:
-        nile.install_builtins(conn)
-        nile.install_strictness(conn)
+            conn.execute(sql.SQL("CREATE ROLE {} {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS").format(
+                sql.Identifier(DEVELOPER_ROLE), sql.SQL("LOGIN" if pgdata is not None else "NOLOGIN")))
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # another nilemig command created it a moment ago
 
 
 def stop(project: Project) -> bool:
@@ -173,10 +245,6 @@ def stop(project: Project) -> bool:
 
 def reset(project: Project) -> URL:
     """Drop the local database and create it again, empty but for Nile's built-ins."""
-    import psycopg
-
     admin = _admin_url(_server(project))
-    with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)')
-    _create_database_if_missing(admin, DATABASE_NAME)
-    return admin.set(database=DATABASE_NAME)
+    drop_database(admin, DATABASE_NAME)
+    return create_database(admin, DATABASE_NAME, pgdata_dir(project))
