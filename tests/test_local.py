@@ -148,6 +148,8 @@ def test_migrations_run_as_a_role_that_is_no_superuser(local_project):
         # As on Nile, the developer uses Nile's built-in tables and may add columns to `tenants`.
         conn.execute("ALTER TABLE tenants ADD COLUMN plan text")
         conn.execute("INSERT INTO tenants (name, plan) VALUES ('a', 'free')")
+        assert conn.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'users.tenant_users'::regclass"
+                            ).fetchone()[0], "Nile's own tenant-aware table is scoped too"
 
 
 def test_the_scratch_database_of_verify_runs_as_the_developer_too(local_project, pg_server):
