@@ -373,6 +373,8 @@ def _free_port(port: int = 0) -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As PostgreSQL binds: connections of the last run waiting out TIME_WAIT do not make the port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((TCP_HOST, port))
         except OSError:
