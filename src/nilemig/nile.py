@@ -27,6 +27,10 @@ BUILTIN_PUBLIC_TABLES = frozenset({TENANTS_TABLE, "distributed_transactions"})
 # Nile's own columns of `tenants`; users may add columns of their own (ALTER TABLE tenants ADD COLUMN).
 TENANTS_NILE_COLUMNS = frozenset({"id", "name", "created", "updated", "deleted", "compute_id"})
 TENANT_ID = "tenant_id"
+# The extensions Nile's docs list as available from the start (no CREATE EXTENSION needed) that a plain
+# PostgreSQL can provide; local and scratch databases create the ones their server has at set-up.
+NILE_EXTENSIONS = ("uuid-ossp", "pgcrypto", "vector", "pg_trgm", "hstore", "citext", "btree_gist", "btree_gin",
+                   "fuzzystrmatch", "unaccent", "cube", "intarray", "tablefunc", "bloom", "intagg")
 
 
 def is_builtin_table(name: str, schema: str | None = None) -> bool:
@@ -45,11 +49,49 @@ def install_builtins(connection: psycopg.Connection) -> None:
 
 
 def install_strictness(connection: psycopg.Connection) -> None:
-    """Make a plain PostgreSQL database reject the DDL Nile rejects (an event trigger; needs a superuser).
+    """Make a plain PostgreSQL database reject the DDL Nile rejects, and scope tenant-aware tables to
+    `nile.tenant_id` as Nile does (an event trigger and row-level security; needs a superuser).
 
     For local and scratch databases, so that a migration fails there as it would on Nile.
     """
     connection.execute(_data("nile_strict.sql"))
+
+
+def install_extensions(connection: psycopg.Connection, owner: str) -> list[str]:
+    """Create the Nile extensions this server has (superuser connection); return those it lacks.
+
+    Trusted extensions are created as `owner`, who then owns them (a migration may drop and
+    create them again, as the developer may on Nile); the others stay the superuser's.
+    """
+    from psycopg import sql
+
+    available = dict(connection.execute(
+        "SELECT name, bool_or(trusted) FROM pg_available_extension_versions WHERE name = ANY(%s) GROUP BY name",
+        (list(NILE_EXTENSIONS),)).fetchall())
+    for name in NILE_EXTENSIONS:
+        if name not in available:
+            continue
+        if available[name]:
+            connection.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+        connection.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA public").format(sql.Identifier(name)))
+        connection.execute("RESET ROLE")
+    return [name for name in NILE_EXTENSIONS if name not in available]
+
+
+def hand_over_builtins(connection: psycopg.Connection, owner: str) -> None:
+    """Let the database's non-superuser owner use Nile's built-in tables as a Nile developer does
+    (read and write them, reference them, add columns to `tenants`): `owner` owns them."""
+    from psycopg import sql
+
+    schemas = sorted(BUILTIN_SCHEMAS)
+    connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, schemas)), sql.Identifier(owner)))
+    builtin_tables = connection.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND (n.nspname = ANY(%s) OR (n.nspname = 'public' AND c.relname = ANY(%s)))",
+        (schemas, sorted(BUILTIN_PUBLIC_TABLES))).fetchall()
+    for (table,) in builtin_tables:
+        connection.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(table), sql.Identifier(owner)))
 
 
 def define_tenants(metadata: MetaData, *extra_columns: Column) -> Table:

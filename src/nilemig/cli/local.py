@@ -12,13 +12,18 @@ from nilemig.cli.output import out
 
 @local_app.command("url")
 @handled
-def local_url() -> None:
+def local_url(
+    tcp: Annotated[bool, typer.Option(
+        "--tcp", help="A TCP URL on 127.0.0.1 with the generated password in it (kept in .nilemig/, mode 600), "
+                      "for tools that cannot take the socket form. The only place nilemig prints that password.")] = False,
+) -> None:
     """Start the local development database if needed and print its URL (for psql, or DATABASE_URL)."""
     from nilemig import local
 
+    project = current_project()
     # The libpq form, which psql and other tools take as well as nilemig does.
-    url = local.ensure_database(current_project()).set(drivername="postgresql")
-    out.print(url.render_as_string(hide_password=True))
+    url = local.tcp_url(project) if tcp else local.ensure_database(project).set(drivername="postgresql")
+    out.print(url.render_as_string(hide_password=False), markup=False, highlight=False, soft_wrap=True)
 
 
 @local_app.command("stop")

@@ -55,33 +55,29 @@ class VerifyResult:
 
 @contextmanager
 def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> Iterator[Database]:
-    """A new database with Nile's built-ins and strictness, on the local server or `scratch_url`'s."""
+    """A new database set up as Nile gives it (built-ins, extensions, strictness, tenant context), on the
+    local server or `scratch_url`'s; migrations run in it as a role that is not a superuser."""
     import psycopg
 
-    from nilemig import local, nile
+    from nilemig import local
     from nilemig.config import Database, normalise_url
 
     admin = normalise_url(scratch_url, "--scratch-url") if scratch_url else local.admin_url(project)
     name = f"nilemig_verify_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        url = local.create_database(admin, name, None if scratch_url else local.pgdata_dir(project))
     except psycopg.Error as exc:
         raise NilemigError(
             f"Could not create a scratch database on {admin.render_as_string(hide_password=True)}: "
-            f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user may "
-            "CREATE DATABASE (it never uses the database in DATABASE_URL)."
+            f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user is a "
+            f"superuser: nilemig creates the database, the role {local.DEVELOPER_ROLE} that migrations run as, "
+            "and an event trigger (it never uses the database in DATABASE_URL)."
         ) from None
-    url = admin.set(database=name)
     try:
-        with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
-            nile.install_builtins(conn)
-            nile.install_strictness(conn)
         yield Database(url, "--scratch-url" if scratch_url else "local")
     finally:
         if not keep:
-            with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            local.drop_database(admin, name)
 
 
 def _failure(kind: str, script: Script, exc: BaseException, project: Project) -> Failure:
