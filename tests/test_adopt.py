@@ -106,3 +106,99 @@ def test_a_foreign_env_py_that_raises_is_named(example_db):
     result = run_cli("up")
     assert_clean(result, None)
     assert "alembic/env.py, line" in result.stderr and "Where is your DATABASE_URL" in result.stderr
+
+
+# --- stamp ------------------------------------------------------------------------------------------
+
+
+def _ledger(url) -> dict[str, tuple]:
+    import psycopg
+
+    from conftest import libpq
+
+    with psycopg.connect(libpq(url)) as conn:
+        rows = conn.execute("SELECT revision, duration_ms, baseline, stamped FROM nilemig_ledger").fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def _two_migrations():
+    from conftest import new_migration
+
+    first = new_migration("create account", "op.create_table('account', sa.Column('id', sa.Integer, "
+                          "primary_key=True))", "op.drop_table('account')")
+    second = new_migration("create notes", "op.create_table('notes', sa.Column('id', sa.Integer, "
+                           "primary_key=True))", "op.drop_table('notes')")
+    return first.name.split("_")[2], second.name.split("_")[2]
+
+
+def test_stamp_moves_the_version_without_running_anything(project, database_url):
+    first, second = _two_migrations()
+    result = run_cli("stamp", "head")
+    assert_clean(result)
+    assert "No migration ran" in result.stderr and f"marked applied (not run)  {first}" in result.stderr
+    assert current_revision(database_url) == second
+    assert not {"account", "notes"} & tables(database_url)
+    assert _ledger(database_url) == {first: (None, False, True), second: (None, False, True)}
+
+    status = run_cli("status", "--json")
+    import json
+
+    report = json.loads(status.stdout)
+    assert report["up_to_date"] and report["ledger"]["stamped"] == sorted([first, second])
+    text = run_cli("status").stdout
+    assert f"Stamped:  {first}" in text and "never ran here" in text
+    history = run_cli("history").stdout
+    assert "stamped" in history and "applied" not in history.replace("marked applied", "")
+
+    down = run_cli("stamp", first)
+    assert_clean(down)
+    assert f"no longer marked applied (nothing undone)  {second}" in down.stderr
+    assert current_revision(database_url) == first and set(_ledger(database_url)) == {first}
+    assert_clean(run_cli("up"))
+    assert _ledger(database_url)[second][0] is not None and not _ledger(database_url)[second][2], \
+        "a migration that then runs is recorded as applied, with its duration"
+    assert "notes" in tables(database_url)
+
+
+def test_plain_alembic_stamp_is_recorded_as_stamped(project, database_url):
+    from alembic.config import main as alembic_main
+
+    first, second = _two_migrations()
+    alembic_main(["-c", str(project / "alembic.ini"), "stamp", first])
+    assert _ledger(database_url) == {first: (None, False, True)}
+    assert_clean(run_cli("up"))
+    ledger = _ledger(database_url)
+    assert ledger[first] == (None, False, True) and ledger[second][2] is False and ledger[second][0] is not None
+
+
+def test_stamp_to_base_and_unknown_revisions(project, database_url):
+    _two_migrations()
+    assert_clean(run_cli("up"))
+    result = run_cli("stamp", "base")
+    assert_clean(result)
+    assert current_revision(database_url) is None and _ledger(database_url) == {}
+    assert {"account", "notes"} <= tables(database_url), "stamping never drops anything"
+    unknown = run_cli("stamp", "deadbeef")
+    assert_clean(unknown, None)
+    assert "deadbeef" in unknown.stderr
+
+
+def test_stamp_with_a_foreign_env_py(example_db, database_url):
+    result = run_cli("stamp", "head")
+    assert_clean(result)
+    assert current_revision(database_url) == ACCOUNT and "account" not in tables(database_url)
+    assert "marked applied (not run)  " + ACCOUNT in result.stderr
+
+
+def test_a_ledger_from_before_stamps_gets_the_column(project, database_url):
+    import psycopg
+
+    from conftest import libpq
+
+    first, _ = _two_migrations()
+    assert_clean(run_cli("up", first))
+    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
+        conn.execute("ALTER TABLE nilemig_ledger DROP COLUMN stamped")
+    assert "stamped" not in run_cli("history").stdout
+    assert_clean(run_cli("stamp", "head"))
+    assert [how[2] for how in _ledger(database_url).values()].count(True) == 1
