@@ -202,3 +202,108 @@ def test_a_ledger_from_before_stamps_gets_the_column(project, database_url):
     assert "stamped" not in run_cli("history").stdout
     assert_clean(run_cli("stamp", "head"))
     assert [how[2] for how in _ledger(database_url).values()].count(True) == 1
+
+
+# --- init --adopt -----------------------------------------------------------------------------------
+
+
+def test_adopt_nile_example_then_the_whole_walkthrough(example_db, database_url, pg_server):
+    original = (example_db / "alembic" / "env.py").read_text()
+    ini = (example_db / "alembic.ini").read_text()
+    result = run_cli("init", "--adopt")
+    assert_clean(result)
+    assert (example_db / "alembic" / "env.py.orig").read_text() == original
+    assert (example_db / "alembic.ini").read_text() == ini, "alembic.ini is left alone"
+    env_py = (example_db / "alembic" / "env.py").read_text()
+    assert "import models" in env_py and "target_metadata = models.Base.metadata" in env_py
+    assert "run_migrations(context, target_metadata=target_metadata)" in env_py and "load_dotenv" not in env_py
+    assert "Carried over" in result.stdout and "load_dotenv()" in result.stdout
+    assert "models.py:11" in result.stderr and "define_tenants" in result.stderr
+
+    up = run_cli("up")
+    assert_clean(up)
+    assert "is not nilemig's" not in up.stderr and "applied " + ACCOUNT in up.stderr
+    autogen = run_cli("autogen", "create todo and tenant models")
+    assert_clean(autogen)
+    path = Path(autogen.stdout.strip().splitlines()[-1])
+    generated = path.read_text()
+    assert "todos" in generated
+    for builtin in ("distributed_transactions", "'tenants'", '"tenants"', "compute_id"):
+        assert builtin not in generated.replace('["tenants.id"]', "").replace("['tenants.id']", ""), builtin
+    # The example's models do not declare `account`: review the drop autogenerate proposes, as a user would.
+    path.write_text(generated.replace("# nilemig: destructive:", "# nilemig: destructive-ok:"))
+    assert_clean(run_cli("up"))
+    assert "todos" in tables(database_url)
+    assert_clean(run_cli("check"))
+    assert_clean(run_cli("diff"))
+    verify = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url))
+    assert_clean(verify)
+    status = run_cli("status")
+    assert "Ledger:   not" not in status.stdout and "Up to date" in status.stdout
+
+
+def test_adopt_carries_configure_options_and_the_code_they_need(nile_example):
+    env_py = nile_example / "alembic" / "env.py"
+    text = env_py.read_text()
+    text = text.replace("import models\n", "import sys\nsys.path.insert(0, '.')\nimport models\nimport audit_models  # noqa\n"
+                        "VERSIONS = 'app_versions'\n\n\ndef skip_temp(obj, name, type_, reflected, compare_to):\n"
+                        "    return not (name or '').startswith('tmp_')\n")
+    text = text.replace("connection=connection, target_metadata=target_metadata",
+                        "connection=connection, target_metadata=target_metadata, compare_type=True,\n"
+                        "            include_schemas=False, version_table=VERSIONS, include_object=skip_temp")
+    text = text.replace("literal_binds=True,", "literal_binds=True, compare_type=True, render_as_batch=True,")
+    text = text.replace("target_metadata = models.Base.metadata", "target_metadata = models.Base.metadata\n"
+                        "print('hello from env.py')")
+    env_py.write_text(text)
+    result = run_cli("init", "--adopt")
+    assert_clean(result)
+    new = env_py.read_text()
+    for carried in ("import sys", "sys.path.insert(0, '.')", "import audit_models", "VERSIONS = 'app_versions'",
+                    "def skip_temp(", "compare_type=True", "include_schemas=False", "version_table=VERSIONS",
+                    "include_object=skip_temp", "render_as_batch=True"):
+        assert carried in new, carried
+    assert new.index("sys.path.insert") < new.index("import models"), "order kept"
+    assert "print(" not in new and "print('hello from env.py')" in result.stdout, "what is not carried is listed"
+    compile(new, "env.py", "exec")
+
+
+def test_nilemigs_env_py_combines_a_projects_filters_with_its_own():
+    from nilemig.alembic_env import configure_options
+
+    options = configure_options(None, include_object=lambda obj, name, *rest: name != "tmp_x", compare_type=True,
+                                transaction_per_migration=False)
+    assert options["compare_type"] is True and options["transaction_per_migration"] is True
+    include = options["include_object"]
+
+    class Obj:
+        schema = None
+
+    assert include(Obj(), "todos", "table", False, None)
+    assert not include(Obj(), "tmp_x", "table", False, None), "the project's filter still applies"
+    assert not include(Obj(), "distributed_transactions", "table", True, None), "and so do nilemig's"
+
+
+def test_adopt_refuses_to_lose_anything(nile_example, tmp_path):
+    orig = nile_example / "alembic" / "env.py.orig"
+    orig.write_text("# an earlier one\n")
+    result = run_cli("init", "--adopt")
+    assert_clean(result, None)
+    assert "env.py.orig exists" in result.stderr
+    assert orig.read_text() == "# an earlier one\n" and "load_dotenv" in (nile_example / "alembic" / "env.py").read_text()
+    orig.unlink()
+    assert_clean(run_cli("init", "--adopt"))
+    again = run_cli("init", "--adopt")
+    assert_clean(again, None)
+    assert "nilemig's already" in again.stderr
+    (tmp_path / "empty").mkdir()
+    nowhere = run_cli("init", "--adopt", str(tmp_path / "empty"))
+    assert_clean(nowhere, None)
+    assert "No alembic.ini" in nowhere.stderr
+
+
+def test_adopt_reports_a_broken_env_py(nile_example):
+    env_py = nile_example / "alembic" / "env.py"
+    env_py.write_text("def broken(:\n")
+    result = run_cli("init", "--adopt")
+    assert_clean(result, None)
+    assert "syntax error at line 1" in result.stderr and env_py.read_text() == "def broken(:\n"

@@ -112,10 +112,11 @@ def script_directory(project: Project, config: Config) -> ScriptDirectory:
     return scripts
 
 
-def connection_heads(connection: Any) -> tuple[str, ...]:
+def connection_heads(connection: Any, **version_table: str) -> tuple[str, ...]:
+    """The current revision(s); `version_table` takes Alembic's version_table(_schema) options."""
     from alembic.runtime.migration import MigrationContext
 
-    return tuple(MigrationContext.configure(connection).get_current_heads())
+    return tuple(MigrationContext.configure(connection, opts=version_table).get_current_heads())
 
 
 def current_heads(database: Database) -> tuple[str, ...]:

@@ -26,11 +26,16 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
     example: Annotated[bool, typer.Option("--example", help="Add Nile's walkthrough: the account migration "
                                           "and Todo models.")] = False,
+    adopt: Annotated[bool, typer.Option("--adopt", help="Switch an existing Alembic project to nilemig's env.py "
+                                        "(the old one is kept as env.py.orig).")] = False,
 ) -> None:
     """Create a Nile-ready Alembic project: alembic.ini, alembic/env.py, models.py, .env.example."""
     from nilemig.commands.init import init as run_init
     from nilemig.core import display_path
 
+    if adopt:
+        _print_adopted(directory)
+        return
     result = run_init(directory, example=example)
     for path in result.created:
         out.print(f"created  {display_path(path)}")
@@ -50,6 +55,33 @@ def init(
                  "database)")
     steps.append("nilemig up" if example else 'nilemig new "create account table", fill it in, then nilemig up')
     out.print("\nNext: " + "; ".join(steps) + ".")
+
+
+def _print_adopted(directory: Path) -> None:
+    from nilemig.commands.init import adopt
+    from nilemig.core import display_path
+
+    result = adopt(directory)
+    out.print(f"kept     {display_path(result.original)} (your env.py, unchanged)")
+    out.print(f"wrote    {display_path(result.env_py)} (nilemig's; alembic.ini left as it was)")
+    for path in result.created:
+        out.print(f"created  {display_path(path)}")
+    if result.gitignore_added:
+        out.print(f"updated  .gitignore (+ {', '.join(result.gitignore_added)})")
+    for title, lines in (("Carried over", result.carried), ("Now done by nilemig", result.replaced),
+                         ("[yellow]Not carried over[/] (add it to env.py by hand if you need it)", result.not_carried)):
+        if lines:
+            out.print(f"{title}:")
+            for line in lines:
+                out.print(f"  {escape(line)}")
+    out.print("New: one transaction per migration, the migration lock and ledger, and autogenerate filters that "
+              "leave Nile's built-in tables alone.")
+    for where in result.tenant_mirrors:
+        err.print(f"[yellow]{escape(where)} defines its own `tenants` table,[/] a copy of Nile's built-in one. "
+                  "Use Nile's instead: `tenants = define_tenants(Base.metadata)` (from nilemig.nile import "
+                  "define_tenants, TenantAware) and TenantAware for tenant-aware tables. nilemig's autogenerate "
+                  "leaves Nile's columns alone either way.")
+    out.print("\nNext: nilemig status, then nilemig up.")
 
 
 @app.command()
