@@ -62,6 +62,7 @@ def test_every_command_works_or_fails_clearly_with_a_foreign_env_py(example_db, 
     assert_clean(history)
     assert ACCOUNT in history.stdout
     assert_clean(run_cli("check"))
+
     assert_clean(run_cli("sql"))
     versions = sorted(p.name for p in (example_db / "alembic" / "versions").glob("*.py"))
     diff = run_cli("diff")
@@ -235,6 +236,7 @@ def test_adopt_nile_example_then_the_whole_walkthrough(example_db, database_url,
     assert_clean(run_cli("up"))
     assert "todos" in tables(database_url)
     assert_clean(run_cli("check"))
+
     assert_clean(run_cli("diff"))
     verify = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url))
     assert_clean(verify)
@@ -307,3 +309,142 @@ def test_adopt_reports_a_broken_env_py(nile_example):
     result = run_cli("init", "--adopt")
     assert_clean(result, None)
     assert "syntax error at line 1" in result.stderr and env_py.read_text() == "def broken(:\n"
+
+
+# --- baseline ---------------------------------------------------------------------------------------
+
+RAW_SCHEMA = """
+CREATE TYPE mood AS ENUM ('happy', 'it''s complicated');
+CREATE TABLE plans (id serial PRIMARY KEY, name varchar(50) NOT NULL UNIQUE, price numeric(10, 2) DEFAULT 0);
+CREATE TABLE projects (
+    tenant_id uuid NOT NULL REFERENCES tenants (id),
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    name text NOT NULL,
+    mood mood,
+    plan_id integer,
+    created timestamptz DEFAULT now(),
+    PRIMARY KEY (tenant_id, id),
+    CHECK (length(name) > 0)
+);
+CREATE TABLE tasks (
+    tenant_id uuid NOT NULL REFERENCES tenants (id),
+    id uuid NOT NULL,
+    project_id uuid NOT NULL,
+    title varchar(200),
+    done boolean NOT NULL DEFAULT false,
+    feeling mood,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id)
+);
+CREATE INDEX ix_tasks_title ON tasks (tenant_id, title);
+CREATE UNIQUE INDEX uq_projects_name ON projects (tenant_id, lower(name));
+CREATE VIEW open_tasks AS SELECT tenant_id, id, title FROM tasks WHERE NOT done;
+ALTER TABLE tenants ADD COLUMN plan_id integer;
+"""
+
+
+def _raw(url, sql: str) -> None:
+    import psycopg
+
+    from conftest import libpq
+
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _raw_schema(url) -> frozenset[str]:
+    import psycopg
+
+    from conftest import libpq
+    from nilemig.snapshot import snapshot
+
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        return snapshot(conn)
+
+
+@pytest.fixture
+def raw_database(project, database_url):
+    _raw(database_url, RAW_SCHEMA)
+    return database_url
+
+
+def test_baseline_a_database_made_by_raw_sql(raw_database, project, pg_server):
+    _raw(raw_database, "CREATE FUNCTION add_one(i integer) RETURNS integer LANGUAGE sql AS 'SELECT i + 1'")
+    before = _raw_schema(raw_database)
+    result = run_cli("baseline", "existing schema")
+    assert_clean(result)
+    path = Path(result.stdout.strip().splitlines()[0])
+    text = path.read_text()
+    for expected in ("CREATE TYPE mood", "create_table('plans'", "create_table('projects'", "create_table('tasks'",
+                     "ix_tasks_title", "uq_projects_name", "CREATE VIEW open_tasks", "DROP TYPE mood",
+                     "# nilemig: not reflected: function add_one(integer)", "add_column('tenants'"):
+        assert expected in text.replace('"', "'"), expected
+    for builtin in ("distributed_transactions", "create_table('tenants'", "uuid_generate_v7", "nilemig_ledger"):
+        assert builtin not in text.replace('"', "'"), builtin
+    assert "tables" not in result.stderr or "3 table(s)" in result.stderr
+    assert "Not reflected: function add_one(integer)" in result.stderr
+    assert _raw_schema(raw_database) == before, "nothing ran"
+    revision = path.name.split("_")[0] if path.name[0] != "2" else path.name.split("_")[2]
+    assert current_revision(raw_database) == revision
+    assert _ledger(raw_database) == {revision: (None, True, False)}
+    assert "Up to date" in run_cli("status").stdout
+    assert "baseline" in run_cli("history").stdout
+
+    verify = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url), "--json")
+    import json
+
+    report = json.loads(verify.stdout)
+    assert [f["kind"] for f in report["failures"]] in ([], ["models"]), report  # models.py is still the template
+    assert_clean(run_cli("check"))
+
+
+
+def test_baseline_with_models_then_verify_and_diff(raw_database, project, pg_server):
+    pytest.importorskip("sqlacodegen")
+    result = run_cli("baseline", "existing schema", "--models")
+    assert_clean(result)
+    models = (project / "models.py").read_text()
+    assert "define_tenants(Base.metadata" in models and "class Projects(TenantAware, Base)" in models
+    assert "class Tenants" not in models and "class Plans(Base)" in models
+    verify = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url))
+    assert_clean(verify)
+    diff = run_cli("diff")
+    assert_clean(diff)
+    assert "No differences" in diff.stdout
+
+
+def test_baseline_a_database_ahead_of_its_migrations(project, database_url, pg_server):
+    from conftest import new_migration
+
+    new_migration("create account", "op.create_table('account', sa.Column('id', sa.Integer, primary_key=True))",
+                  "op.drop_table('account')")
+    assert_clean(run_cli("up"))
+    _raw(database_url, "CREATE TABLE console_made (id integer PRIMARY KEY, note text)")
+    result = run_cli("baseline", "made in the console", "--scratch-url", url_string(pg_server.admin_url))
+    assert_clean(result)
+    text = Path(result.stdout.strip().splitlines()[0]).read_text()
+    assert "console_made" in text and "'account'" not in text.replace('"', "'")
+    assert "Up to date" in run_cli("status").stdout
+    report = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url), "--json")
+    import json
+
+    assert [f["kind"] for f in json.loads(report.stdout)["failures"]] in ([], ["models"])
+
+
+def test_baseline_refuses_what_it_cannot_do(project, database_url):
+    from conftest import new_migration
+
+    nothing = run_cli("baseline", "empty")
+    assert_clean(nothing, None)
+    assert "Nothing to baseline" in nothing.stderr
+    new_migration("create account", "op.create_table('account', sa.Column('id', sa.Integer, primary_key=True))",
+                  "op.drop_table('account')")
+    behind = run_cli("baseline", "x")
+    assert_clean(behind, None)
+    assert "nilemig up" in behind.stderr
+    assert_clean(run_cli("up"))
+    (project / "models.py").write_text("# my models\n")
+    _raw(database_url, "CREATE TABLE extra (id integer PRIMARY KEY)")
+    mine = run_cli("baseline", "x", "--models")
+    assert_clean(mine, None)
+    assert "models.py has models of its own" in mine.stderr and (project / "models.py").read_text() == "# my models\n"

@@ -27,6 +27,8 @@ BUILTIN_PUBLIC_TABLES = frozenset({TENANTS_TABLE, "distributed_transactions"})
 # Nile's own columns of `tenants`; users may add columns of their own (ALTER TABLE tenants ADD COLUMN).
 TENANTS_NILE_COLUMNS = frozenset({"id", "name", "created", "updated", "deleted", "compute_id"})
 TENANT_ID = "tenant_id"
+# Nile's functions in the public schema (tenants.id's default).
+BUILTIN_FUNCTIONS = frozenset({"uuid_generate_v7"})
 
 
 def is_builtin_table(name: str, schema: str | None = None) -> bool:

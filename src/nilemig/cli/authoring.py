@@ -1,10 +1,10 @@
-"""`init`, `new`, `autogen` and `diff`: writing migrations."""
+"""`init`, `new`, `autogen`, `baseline` and `diff`: writing migrations."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -125,6 +125,37 @@ def autogen(
         raise NilemigError(f"The new migration {display_path(result.path)} breaks {len(errors)} of Nile's rules "
                            "(listed above); `nilemig up` will refuse it. Fix the models and generate it again, "
                            "or edit the file.")
+
+
+@app.command()
+@handled
+def baseline(
+    message: Annotated[str, typer.Argument(help="What the migration holds, e.g. \"existing schema\".")],
+    models: Annotated[bool, typer.Option("--models", help="Also write models.py from the database (sqlacodegen, "
+                                         "the `baseline` extra).")] = False,
+    scratch_url: Annotated[Optional[str], typer.Option(
+        "--scratch-url", help="PostgreSQL server for the scratch database that replays existing migrations "
+        "(default: the local one).", show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write one migration creating what the database has (beyond its migrations), recorded as applied there."""
+    from nilemig.commands.baseline import baseline as run_baseline
+    from nilemig.core import display_path
+
+    project = current_project()
+    result = run_baseline(project, chosen_database(project, database_url), message, models=models,
+                          scratch_url=scratch_url)
+    out.print(display_path(result.path))
+    err.print(f"[green]Baseline {result.revision}[/] creates {len(result.tables)} table(s) "
+              f"({escape(', '.join(result.tables)) or 'none'}) and is recorded as applied on this database "
+              "without running it.")
+    for note in result.not_reflected:
+        err.print(f"[yellow]Not reflected:[/] {escape(note)} (noted in the file; create it by hand if needed)")
+    if result.models is not None:
+        out.print(display_path(result.models))
+    else:
+        err.print("models.py is unchanged: `nilemig verify` and `nilemig diff` compare it with the database "
+                  "(`--models` writes it from the database).")
 
 
 @app.command()

@@ -27,7 +27,7 @@ class InitResult:
     foreign_env_py: bool = False  # an env.py that does not call nilemig was already there
 
 
-def _template_files(name: str) -> dict[str, str]:
+def template_files(name: str) -> dict[str, str]:
     """Relative path -> text of every file under templates/<name>."""
     base = resources.files("nilemig").joinpath("templates", name)
     found: dict[str, str] = {}
@@ -49,9 +49,9 @@ def _template_files(name: str) -> dict[str, str]:
 def init(root: Path, example: bool = False) -> InitResult:
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    files = _template_files("project")
+    files = template_files("project")
     if example:
-        files.update(_template_files("example"))
+        files.update(template_files("example"))
     result = InitResult(root)
     (root / "alembic" / "versions").mkdir(parents=True, exist_ok=True)
     for rel, text in sorted(files.items()):
@@ -143,7 +143,7 @@ def adopt(root: Path) -> Adopted:
     result.tenant_mirrors = _tenant_mirrors(root, tree)
     example = root / ".env.example"
     if not example.exists():
-        example.write_text(_template_files("project")[".env.example"], encoding="utf-8")
+        example.write_text(template_files("project")[".env.example"], encoding="utf-8")
         result.created.append(example)
     result.gitignore_added = _ensure_gitignore(root / ".gitignore")
     return result
