@@ -406,6 +406,8 @@ def test_baseline_with_models_then_verify_and_diff(raw_database, project, pg_ser
     models = (project / "models.py").read_text()
     assert "define_tenants(Base.metadata" in models and "class Projects(TenantAware, Base)" in models
     assert "class Tenants" not in models and "class Plans(Base)" in models
+    assert "['tenant_id'], ['tenants.id']" not in models, "TenantAware holds that reference"
+    assert "Column('plan_id', Integer)" in models, "the column the user added to tenants"
     verify = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url))
     assert_clean(verify)
     diff = run_cli("diff")

@@ -124,7 +124,8 @@ def baseline(project: Project, database: Database, message: str, models: bool = 
     result = BaselineResult(Path(script.path), script.revision, created,
                             [f"{op.kind} {op.name}" for op in upgrade.ops if isinstance(op, NotReflectedOp)])
     if models:
-        result.models = write_models(project, database, models_path)
+        models_path.write_text(generate_models(database), encoding="utf-8")
+        result.models = models_path
     return result
 
 
@@ -316,3 +317,98 @@ def _models_target(project: Project) -> Path:
         raise NilemigError(f"{display_path(path)} has models of its own, and --models would replace it: move it "
                            "away (or leave out --models), then run again. Nothing was written.")
     return path
+
+
+def generate_models(database: Database) -> str:
+    """models.py for what the database has, written by sqlacodegen, with Nile's tables as nilemig has them."""
+    from sqlalchemy import MetaData
+
+    from nilemig.database import connect
+
+    generator_class = _models_generator()
+    metadata = MetaData()
+    with connect(database) as connection:
+        # Views are left out: autogenerate compares tables, and would take a view model for a missing table.
+        metadata.reflect(connection, only=lambda name, _: name == nile.TENANTS_TABLE or _is_users(name))
+        _restore_expression_indexes(connection, metadata)
+        # nojoined: a tenant-aware table is not a subclass of `tenants` although its key references it.
+        return generator_class(metadata, connection, ["nojoined"]).generate()
+
+
+def _restore_expression_indexes(connection: Connection, metadata: MetaData) -> None:
+    """Put back the expressions (`lower(name)`) that reflecting a Table leaves out of an index."""
+    from sqlalchemy import Index, inspect, text
+
+    inspector = inspect(connection)
+    for table in metadata.tables.values():
+        for reflected in inspector.get_indexes(table.name):
+            if None not in reflected["column_names"]:
+                continue
+            table.indexes -= {index for index in table.indexes if index.name == reflected["name"]}
+            Index(reflected["name"], *(table.c[e] if e in table.c else text(e) for e in reflected["expressions"]),
+                  unique=reflected["unique"], _table=table)
+
+
+def _models_generator() -> type:
+    """sqlacodegen's declarative generator, taught define_tenants and TenantAware (built on first use:
+    sqlacodegen is the optional `baseline` extra)."""
+    try:
+        from sqlacodegen.generators import DeclarativeGenerator
+        from sqlacodegen.models import ModelClass
+    except ImportError:
+        raise NilemigError("--models writes models.py with sqlacodegen, which is not installed: "
+                           "pip install 'nilemig[baseline]'. Nothing was written.") from None
+
+    class NileModelsGenerator(DeclarativeGenerator):
+        def should_ignore_table(self, table: Any) -> bool:
+            return super().should_ignore_table(table) or not (table.name == nile.TENANTS_TABLE or _is_users(table.name))
+
+        def generate_models(self) -> list[Any]:
+            models = super().generate_models()
+            tenants = next((m for m in models if m.table.name == nile.TENANTS_TABLE), None)
+            for model in models:
+                if not isinstance(model, ModelClass):
+                    continue
+                model.relationships = [r for r in model.relationships if r.target is not tenants]
+                if _is_tenant_aware(model.table):
+                    # TenantAware declares tenant_id, its key and its reference to tenants.
+                    model.columns = [c for c in model.columns if c.column.name != nile.TENANT_ID]
+                    model.table.constraints -= {
+                        fk for fk in model.table.foreign_key_constraints
+                        if fk.column_keys == [nile.TENANT_ID] and fk.elements[0].target_fullname == "tenants.id"}
+            self.add_literal_import("nilemig.nile", "define_tenants")
+            if any(_is_tenant_aware(m.table) for m in models if isinstance(m, ModelClass)):
+                self.add_literal_import("nilemig.nile", "TenantAware")
+            return models
+
+        def render_models(self, models: list[Any]) -> str:
+            rendered = super().render_models([m for m in models if m.table.name != nile.TENANTS_TABLE])
+            extra = [c for c in self.metadata.tables[nile.TENANTS_TABLE].columns
+                     if c.name not in nile.TENANTS_NILE_COLUMNS] if nile.TENANTS_TABLE in self.metadata.tables else []
+            columns = "".join(f", {self.render_column(c, True, is_table=True)}" for c in extra)
+            return f"# Nile's built-in tenants table, as Nile defines it.\ntenants = define_tenants({self.base_class_name}.metadata{columns})\n\n\n{rendered}"
+
+        def render_index(self, index: Any) -> str:
+            from sqlalchemy import Column
+            from sqlacodegen.utils import render_callable
+
+            if all(isinstance(element, Column) for element in index.expressions):
+                return super().render_index(index)
+            self.add_literal_import("sqlalchemy", "text")
+            elements = [repr(e.name) if isinstance(e, Column) else f"text({str(e)!r})" for e in index.expressions]
+            return render_callable("Index", repr(index.name), *elements,
+                                   kwargs={"unique": True} if index.unique else {})
+
+        def render_class_declaration(self, model: Any) -> str:
+            if _is_tenant_aware(model.table):
+                return f"class {model.name}(TenantAware, {self.base_class_name}):"
+            return super().render_class_declaration(model)
+
+    return NileModelsGenerator
+
+
+def _is_tenant_aware(table: Any) -> bool:
+    """Nile's rule: a table with a `tenant_id` column, in its primary key, referencing tenants.id."""
+    column = table.columns.get(nile.TENANT_ID)
+    return (column is not None and column.primary_key and table.name != nile.TENANTS_TABLE
+            and any(fk.target_fullname == f"{nile.TENANTS_TABLE}.id" for fk in column.foreign_keys))
