@@ -114,7 +114,6 @@ def test_a_foreign_env_py_that_raises_is_named(example_db):
 
 def _ledger(url) -> dict[str, tuple]:
     import psycopg
-
     from conftest import libpq
 
     with psycopg.connect(libpq(url)) as conn:
@@ -193,7 +192,6 @@ def test_stamp_with_a_foreign_env_py(example_db, database_url):
 
 def test_a_ledger_from_before_stamps_gets_the_column(project, database_url):
     import psycopg
-
     from conftest import libpq
 
     first, _ = _two_migrations()
@@ -345,7 +343,6 @@ ALTER TABLE tenants ADD COLUMN plan_id integer;
 
 def _raw(url, sql: str) -> None:
     import psycopg
-
     from conftest import libpq
 
     with psycopg.connect(libpq(url), autocommit=True) as conn:
@@ -354,8 +351,8 @@ def _raw(url, sql: str) -> None:
 
 def _raw_schema(url) -> frozenset[str]:
     import psycopg
-
     from conftest import libpq
+
     from nilemig.snapshot import snapshot
 
     with psycopg.connect(libpq(url), autocommit=True) as conn:

@@ -389,8 +389,8 @@ def _models_generator() -> type:
             return f"# Nile's built-in tenants table, as Nile defines it.\ntenants = define_tenants({self.base_class_name}.metadata{columns})\n\n\n{rendered}"
 
         def render_index(self, index: Any) -> str:
-            from sqlalchemy import Column
             from sqlacodegen.utils import render_callable
+            from sqlalchemy import Column
 
             if all(isinstance(element, Column) for element in index.expressions):
                 return super().render_index(index)

@@ -90,8 +90,8 @@ _NILEMIG_OPTIONS = {"url", "connection", "target_metadata", "literal_binds", "di
                     "as_sql", "transaction_per_migration", "on_version_apply"}
 _REPLACED = (
     (re.compile(r"load_dotenv\("), "load_dotenv(): nilemig reads DATABASE_URL from the environment and .env itself"),
-    (re.compile(r"sqlalchemy\.url"), "setting sqlalchemy.url: nilemig chooses the database (--database-url, "
-                                     "DATABASE_URL, .env, else the local development database)"),
+    (re.compile(r"sqlalchemy\.url"), ("setting sqlalchemy.url: nilemig chooses the database (--database-url, "
+                                      "DATABASE_URL, .env, else the local development database)")),
     (re.compile(r"fileConfig\("), "logging set-up: nilemig's env.py reads alembic.ini's loggers for plain alembic"),
 )
 _MIRRORED_TENANTS = re.compile(r"""__tablename__\s*=\s*["']tenants["']|Table\(\s*["']tenants["']""")
@@ -187,7 +187,9 @@ def _configure_calls(tree: ast.AST) -> list[ast.Call]:
 
 def _nilemig_env_py(source: str, tree: ast.Module, result: Adopted) -> str:
     """nilemig's env.py, with the old one's model imports, target_metadata and extra configure options."""
-    segment = lambda node: ast.get_source_segment(source, node)  # noqa: E731
+    def segment(node: ast.AST) -> str:
+        return ast.get_source_segment(source, node) or ""
+
     top = [s for s in tree.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     options: dict[str, str] = {}
     for call in _configure_calls(tree):
