@@ -92,21 +92,27 @@ def forget(connection: Connection, revision: str) -> None:
     connection.execute(_text(f"DELETE FROM {TABLE} WHERE revision = :revision"), {"revision": revision})
 
 
-def rows(connection: Connection) -> dict[str, str] | None:
-    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
+def _recorded(connection: Connection) -> dict[str, tuple[str, str]] | None:
+    """revision -> (sha256, how it was applied) of every recorded migration; None without a ledger."""
     if not exists(connection):
         return None
-    return dict(connection.execute(_text(f"SELECT revision, sha256 FROM {TABLE}")).all())
+    # A ledger from before stamps existed has no `stamped` column until the next run adds it.
+    has_stamped = connection.execute(_text(_HAS_STAMPED)).scalar()
+    found = connection.execute(_text(
+        f"SELECT revision, sha256, baseline, {'stamped' if has_stamped else 'false'} FROM {TABLE}")).all()
+    return {revision: (sha, STAMPED if stamped else BASELINE if baseline else APPLIED)
+            for revision, sha, baseline, stamped in found}
+
+
+def rows(connection: Connection) -> dict[str, str] | None:
+    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
+    recorded = _recorded(connection)
+    return None if recorded is None else {revision: sha for revision, (sha, _) in recorded.items()}
 
 
 def how_applied(connection: Connection) -> dict[str, str]:
     """revision -> APPLIED, BASELINE or STAMPED for every recorded migration; empty without a ledger."""
-    if not exists(connection):
-        return {}
-    has_stamped = connection.execute(_text(_HAS_STAMPED)).scalar()
-    found = connection.execute(_text(
-        f"SELECT revision, baseline, {'stamped' if has_stamped else 'false'} FROM {TABLE}")).all()
-    return {revision: STAMPED if stamped else BASELINE if baseline else APPLIED for revision, baseline, stamped in found}
+    return {revision: how for revision, (_, how) in (_recorded(connection) or {}).items()}
 
 
 def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> int:
@@ -165,11 +171,11 @@ class Drift:
 
 
 def drift(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> Drift:
-    recorded = rows(connection)
+    recorded = _recorded(connection)
     if recorded is None:
         return Drift(has_ledger=False, missing=[r for r in current if _script(scripts, r) is None])
-    found = Drift(stamped=sorted(r for r, how in how_applied(connection).items() if how == STAMPED))
-    for revision, sha in sorted(recorded.items()):
+    found = Drift(stamped=sorted(r for r, (_, how) in recorded.items() if how == STAMPED))
+    for revision, (sha, _) in sorted(recorded.items()):
         script = _script(scripts, revision)
         if script is None:
             found.missing.append(revision)

@@ -44,9 +44,10 @@ def init(
     if result.gitignore_added:
         out.print(f"updated  {display_path(result.root / '.gitignore')} (+ {', '.join(result.gitignore_added)})")
     if result.foreign_env_py:
-        err.print("[yellow]alembic/env.py is not nilemig's:[/] nilemig will run it as it is, so it chooses the "
-                  "database and filters itself. To get nilemig's handling, make its body "
-                  "`from nilemig.alembic_env import run_migrations; run_migrations(context, target_metadata)`.")
+        err.print("[yellow]alembic/env.py is not nilemig's:[/] nilemig will run it as it is, with the database "
+                  "nilemig chooses, but without nilemig's lock, ledger, per-migration transactions and "
+                  "autogenerate filters. `nilemig init --adopt` switches to nilemig's env.py, keeping yours as "
+                  "env.py.orig and carrying over what it can.")
     if not result.created:
         out.print("Nothing to do: the project is already initialised.")
         return
