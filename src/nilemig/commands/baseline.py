@@ -146,11 +146,11 @@ def _schema_at_head(project: Project, scratch_url: str | None) -> MetaData:
             command.upgrade(config, "heads")
         metadata = MetaData()
         with connect(scratch) as connection:
-            metadata.reflect(connection, only=lambda name, _: _is_users(name))
+            metadata.reflect(connection, only=lambda name, _: _is_own_table(name))
     return metadata
 
 
-def _is_users(table: str) -> bool:
+def _is_own_table(table: str) -> bool:
     return not nile.is_builtin_table(table) and table not in (LEDGER_TABLE, VERSION_TABLE)
 
 
@@ -329,7 +329,7 @@ def generate_models(database: Database) -> str:
     metadata = MetaData()
     with connect(database) as connection:
         # Views are left out: autogenerate compares tables, and would take a view model for a missing table.
-        metadata.reflect(connection, only=lambda name, _: name == nile.TENANTS_TABLE or _is_users(name))
+        metadata.reflect(connection, only=lambda name, _: name == nile.TENANTS_TABLE or _is_own_table(name))
         _restore_expression_indexes(connection, metadata)
         # nojoined: a tenant-aware table is not a subclass of `tenants` although its key references it.
         return generator_class(metadata, connection, ["nojoined"]).generate()
@@ -361,7 +361,7 @@ def _models_generator() -> type:
 
     class NileModelsGenerator(DeclarativeGenerator):
         def should_ignore_table(self, table: Any) -> bool:
-            return super().should_ignore_table(table) or not (table.name == nile.TENANTS_TABLE or _is_users(table.name))
+            return super().should_ignore_table(table) or not (table.name == nile.TENANTS_TABLE or _is_own_table(table.name))
 
         def generate_models(self) -> list[Any]:
             models = super().generate_models()
