@@ -23,9 +23,14 @@ from nilemig.keys import (
 from nilemig.runsettings import RunSettings
 
 
-def configure_options(target_metadata: Any) -> dict[str, Any]:
-    """Options every nilemig run passes to `context.configure`, online or offline."""
-    return {
+def configure_options(target_metadata: Any, **project_options: Any) -> dict[str, Any]:
+    """Options every nilemig run passes to `context.configure`, online or offline.
+
+    `project_options` are the project's own `context.configure` options (`init --adopt`
+    carries them over): nilemig's filters and revision hook are combined with the project's
+    (an object is compared only when both include it), and its other options win.
+    """
+    own = {
         "target_metadata": target_metadata,
         # One transaction per migration: a failure rolls back only that migration and
         # leaves alembic_version at the last one that succeeded.
@@ -34,16 +39,36 @@ def configure_options(target_metadata: Any) -> dict[str, Any]:
         "include_object": nile.include_object,
         "process_revision_directives": autogen.process_revision_directives,
     }
+    options = {**project_options, **own}
+    for name in ("include_name", "include_object"):
+        if project_options.get(name) is not None:
+            options[name] = _both(own[name], project_options[name])
+    if project_options.get("process_revision_directives") is not None:
+        options["process_revision_directives"] = _in_turn(project_options["process_revision_directives"],
+                                                          own["process_revision_directives"])
+    return options
 
 
-def run_migrations(context: Any, target_metadata: Any) -> None:
+def _both(first: Any, second: Any) -> Any:
+    return lambda *args: first(*args) and second(*args)
+
+
+def _in_turn(first: Any, second: Any) -> Any:
+    def hook(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return hook
+
+
+def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -> None:
     config = context.config
     if config.config_file_name and not config.attributes.get(FROM_CLI_KEY):
         from logging.config import fileConfig
 
         fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-    options = configure_options(target_metadata)
+    options = configure_options(target_metadata, **project_options)
     if context.is_offline_mode():
         # Rendering SQL needs the dialect only, never a server.
         _configure_and_run(context, dialect_name="postgresql", literal_binds=True, **options)
@@ -71,11 +96,12 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
     if database is None:
         database = resolve_database(Project(Path(config.config_file_name).resolve().parent))
     settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
+    version_table = {k: v for k, v in options.items() if k in ("version_table", "version_table_schema")}
     with connect(database) as connection:
         set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
         # Lock before Alembic reads the current revision: concurrent runners apply each migration once.
         with migration_lock(connection, settings.lock_wait_seconds, settings.on_notice):
-            current = connection_heads(connection)
+            current = connection_heads(connection, **version_table)
             baselined = ledger.ensure(connection, context.script, current)
             connection.commit()
             if baselined:
@@ -86,7 +112,7 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
             options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
             _configure_and_run(context, connection=connection, **options)
             # Where the run left the database, read under the lock, for nilemig to report.
-            config.attributes[FINAL_HEADS_KEY] = connection_heads(connection)
+            config.attributes[FINAL_HEADS_KEY] = connection_heads(connection, **version_table)
 
 
 def _configure_and_run(context: Any, **options: Any) -> None:

@@ -3,6 +3,7 @@ the database's current revision, and turning failures into one-paragraph errors.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -15,6 +16,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from nilemig.errors import NilemigError, sentence
 from nilemig.keys import DATABASE_KEY, FROM_CLI_KEY, ON_APPLY_KEY
+
+# What nilemig's generated env.py imports; an env.py without it is the project's own.
+ENV_PY_MARKER = "nilemig.alembic_env"
+URL_OPTION = "sqlalchemy.url"
+# Rendering SQL offline needs only the dialect.
+OFFLINE_URL = "postgresql+psycopg://"
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -31,17 +38,60 @@ def alembic_config(
 ) -> Config:
     from argparse import Namespace
 
-    from alembic.config import Config
-
     # quiet: nilemig reports progress itself; x: env.py code may read `-x` arguments.
-    config = Config(str(project.ini_path), stdout=output or sys.stdout, output_buffer=output,
-                    cmd_opts=Namespace(quiet=True, x=None))
+    config = _config_class()(str(project.ini_path), stdout=output or sys.stdout, output_buffer=output,
+                             cmd_opts=Namespace(quiet=True, x=None))
     config.attributes[FROM_CLI_KEY] = True
+    # An env.py that is not nilemig's reads `sqlalchemy.url`: give it the database nilemig chose
+    # (only the dialect when rendering offline), in memory only, and keep it there (see _config_class).
+    url = database.url.render_as_string(hide_password=False) if database is not None else OFFLINE_URL
+    config.set_main_option(URL_OPTION, url.replace("%", "%%"))
+    config.url_pinned = True
     if database is not None:
         config.attributes[DATABASE_KEY] = database
     if on_version_apply is not None:
         config.attributes[ON_APPLY_KEY] = on_version_apply
     return config
+
+
+@functools.cache
+def _config_class() -> type[Config]:
+    """Alembic's Config, with `sqlalchemy.url` pinned once nilemig has set it.
+
+    Env.py files that are not nilemig's (Alembic's stock one, Nile's example) set it from
+    `os.environ.get("DATABASE_URL")`: None when nilemig chose the database from `.env`,
+    `--database-url` or the local one, `postgres://` that SQLAlchemy refuses, or a
+    password whose `%` configparser rejects. nilemig's choice stands instead.
+    """
+    from alembic.config import Config
+
+    class PinnedUrlConfig(Config):
+        url_pinned = False
+
+        def set_section_option(self, section: str, name: str, value: str) -> None:
+            if self.url_pinned and name == URL_OPTION and section == self.config_ini_section:
+                return
+            super().set_section_option(section, name, value)
+
+    return PinnedUrlConfig
+
+
+def foreign_env_py(project: Project) -> Path | None:
+    """The project's env.py when it is not nilemig's (it does not call nilemig.alembic_env), else None."""
+    from alembic.script import ScriptDirectory
+
+    with explain_errors(project):
+        path = Path(ScriptDirectory.from_config(alembic_config(project)).env_py_location)
+    if path.is_file() and ENV_PY_MARKER in path.read_text(encoding="utf-8"):
+        return None
+    return path
+
+
+def foreign_env_py_notice(env_py: Path) -> str:
+    return (f"{display_path(env_py)} is not nilemig's: nilemig runs it with the database it chose, but nilemig's "
+            "migration lock, ledger, one transaction per migration and autogenerate filters (which keep "
+            "Nile's built-in tables out of generated migrations) do not apply. `nilemig init --adopt` "
+            "switches to nilemig's env.py, carrying over what it can and keeping yours as env.py.orig.")
 
 
 def resolve_database(project: Project, cli_url: str | None = None) -> Database:
@@ -62,10 +112,11 @@ def script_directory(project: Project, config: Config) -> ScriptDirectory:
     return scripts
 
 
-def connection_heads(connection: Any) -> tuple[str, ...]:
+def connection_heads(connection: Any, **version_table: str) -> tuple[str, ...]:
+    """The current revision(s); `version_table` takes Alembic's version_table(_schema) options."""
     from alembic.runtime.migration import MigrationContext
 
-    return tuple(MigrationContext.configure(connection).get_current_heads())
+    return tuple(MigrationContext.configure(connection, opts=version_table).get_current_heads())
 
 
 def current_heads(database: Database) -> tuple[str, ...]:

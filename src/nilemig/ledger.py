@@ -3,7 +3,8 @@
 `nilemig_ledger` sits next to `alembic_version`. A row is written in the same transaction
 as the migration it records, and removed when the migration is downgraded. A database
 migrated before nilemig is baselined on first use: its applied migrations are recorded with
-their files as they are then.
+their files as they are then. A stamp (`nilemig stamp`, `alembic stamp`) records the revisions
+it moves over as stamped: marked applied, never run.
 """
 
 from __future__ import annotations
@@ -33,16 +34,26 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     duration_ms integer,
     applied_by text,
     nilemig_version text,
-    baseline boolean NOT NULL DEFAULT false
+    baseline boolean NOT NULL DEFAULT false,
+    stamped boolean NOT NULL DEFAULT false
 )
 """
+# Ledgers made before `stamped` existed get it once; checked in the catalog first, so a run that
+# finds it takes no table lock (and on Nile sends no distributed DDL).
+_HAS_STAMPED = f"""
+SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{TABLE}') AND attname = 'stamped'
+               AND NOT attisdropped)
+"""
+_ADD_STAMPED = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS stamped boolean NOT NULL DEFAULT false"
 _UPSERT = f"""
-INSERT INTO {TABLE} (revision, sha256, applied_at, duration_ms, applied_by, nilemig_version, baseline)
-VALUES (:revision, :sha256, now(), :duration_ms, :applied_by, :version, :baseline)
+INSERT INTO {TABLE} (revision, sha256, applied_at, duration_ms, applied_by, nilemig_version, baseline, stamped)
+VALUES (:revision, :sha256, now(), :duration_ms, :applied_by, :version, :baseline, :stamped)
 ON CONFLICT (revision) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = EXCLUDED.applied_at,
     duration_ms = EXCLUDED.duration_ms, applied_by = EXCLUDED.applied_by,
-    nilemig_version = EXCLUDED.nilemig_version, baseline = EXCLUDED.baseline
+    nilemig_version = EXCLUDED.nilemig_version, baseline = EXCLUDED.baseline, stamped = EXCLUDED.stamped
 """
+# How a recorded migration reached the database, for `status` and `history`.
+APPLIED, BASELINE, STAMPED = "applied", "baseline", "stamped"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -68,11 +79,12 @@ def exists(connection: Connection) -> bool:
     return connection.execute(_text(f"SELECT to_regclass('{TABLE}') IS NOT NULL")).scalar()
 
 
-def record(connection: Connection, revision: str, path: str, seconds: float | None, baseline: bool = False) -> None:
+def record(connection: Connection, revision: str, path: str, seconds: float | None, how: str = APPLIED) -> None:
+    """Record a migration as applied (with its duration), baselined or stamped (neither ran it here)."""
     connection.execute(_text(_UPSERT), {
         "revision": revision, "sha256": file_sha256(path),
         "duration_ms": None if seconds is None else round(seconds * 1000),
-        "applied_by": _who(), "version": __version__, "baseline": baseline,
+        "applied_by": _who(), "version": __version__, "baseline": how == BASELINE, "stamped": how == STAMPED,
     })
 
 
@@ -80,16 +92,34 @@ def forget(connection: Connection, revision: str) -> None:
     connection.execute(_text(f"DELETE FROM {TABLE} WHERE revision = :revision"), {"revision": revision})
 
 
-def rows(connection: Connection) -> dict[str, str] | None:
-    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
+def _recorded(connection: Connection) -> dict[str, tuple[str, str]] | None:
+    """revision -> (sha256, how it was applied) of every recorded migration; None without a ledger."""
     if not exists(connection):
         return None
-    return dict(connection.execute(_text(f"SELECT revision, sha256 FROM {TABLE}")).all())
+    # A ledger from before stamps existed has no `stamped` column until the next run adds it.
+    has_stamped = connection.execute(_text(_HAS_STAMPED)).scalar()
+    found = connection.execute(_text(
+        f"SELECT revision, sha256, baseline, {'stamped' if has_stamped else 'false'} FROM {TABLE}")).all()
+    return {revision: (sha, STAMPED if stamped else BASELINE if baseline else APPLIED)
+            for revision, sha, baseline, stamped in found}
+
+
+def rows(connection: Connection) -> dict[str, str] | None:
+    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
+    recorded = _recorded(connection)
+    return None if recorded is None else {revision: sha for revision, (sha, _) in recorded.items()}
+
+
+def how_applied(connection: Connection) -> dict[str, str]:
+    """revision -> APPLIED, BASELINE or STAMPED for every recorded migration; empty without a ledger."""
+    return {revision: how for revision, (_, how) in (_recorded(connection) or {}).items()}
 
 
 def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> int:
     """Create the ledger if needed and record applied migrations it lacks; return how many it baselined."""
     connection.execute(_text(CREATE))
+    if not connection.execute(_text(_HAS_STAMPED)).scalar():
+        connection.execute(_text(_ADD_STAMPED))
     recorded = set(rows(connection))
     # Migrations reach the ledger with their revision, so when the current ones are recorded their
     # ancestors are too; walking the whole chain is only needed the first time.
@@ -98,7 +128,7 @@ def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str,
     applied = list(scripts.iterate_revisions(current, "base"))
     missing = [s for s in applied if s.revision not in recorded]
     for script in missing:
-        record(connection, script.revision, script.path, None, baseline=True)
+        record(connection, script.revision, script.path, None, BASELINE)
     return len(missing)
 
 
@@ -110,7 +140,16 @@ class Recorder:
 
     def __call__(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         now = time.monotonic()
-        if step.is_upgrade:
+        if step.is_stamp:
+            # One stamp step can move over several revisions (`stamp head` from base): each is marked,
+            # none with a duration, since none ran.
+            moved = step.revision_map.iterate_revisions(step.up_revision_ids, step.down_revision_ids or "base")
+            for script in list(moved):
+                if step.is_upgrade:
+                    record(ctx.connection, script.revision, script.path, None, STAMPED)
+                else:
+                    forget(ctx.connection, script.revision)
+        elif step.is_upgrade:
             record(ctx.connection, step.up_revision_id, step.up_revision.path, now - self.last)
         else:
             forget(ctx.connection, step.up_revision_id)
@@ -124,18 +163,19 @@ class Drift:
     edited: list[tuple[str, str]] = field(default_factory=list)  # (revision, path)
     missing: list[str] = field(default_factory=list)
     has_ledger: bool = True
+    stamped: list[str] = field(default_factory=list)  # marked applied by a stamp: they never ran here
 
     def to_json(self) -> dict[str, Any]:
         return {"ledger": self.has_ledger, "edited": [{"revision": r, "file": p} for r, p in self.edited],
-                "missing": self.missing}
+                "missing": self.missing, "stamped": self.stamped}
 
 
 def drift(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> Drift:
-    recorded = rows(connection)
+    recorded = _recorded(connection)
     if recorded is None:
         return Drift(has_ledger=False, missing=[r for r in current if _script(scripts, r) is None])
-    found = Drift()
-    for revision, sha in sorted(recorded.items()):
+    found = Drift(stamped=sorted(r for r, (_, how) in recorded.items() if how == STAMPED))
+    for revision, (sha, _) in sorted(recorded.items()):
         script = _script(scripts, revision)
         if script is None:
             found.missing.append(revision)

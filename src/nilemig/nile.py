@@ -31,6 +31,8 @@ TENANT_ID = "tenant_id"
 # PostgreSQL can provide; local and scratch databases create the ones their server has at set-up.
 NILE_EXTENSIONS = ("uuid-ossp", "pgcrypto", "vector", "pg_trgm", "hstore", "citext", "btree_gist", "btree_gin",
                    "fuzzystrmatch", "unaccent", "cube", "intarray", "tablefunc", "bloom", "intagg")
+# Nile's functions in the public schema (tenants.id's default).
+BUILTIN_FUNCTIONS = frozenset({"uuid_generate_v7"})
 
 
 def is_builtin_table(name: str, schema: str | None = None) -> bool:

@@ -8,6 +8,7 @@ work itself lives in `nilemig.commands`, imported inside each command so that
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import traceback
 from typing import Annotated, Any, Callable, Optional
@@ -88,8 +89,15 @@ def _main(
 
 def current_project():
     from nilemig.config import find_project
+    from nilemig.core import foreign_env_py, foreign_env_py_notice
 
-    return find_project()
+    project = find_project()
+    env_py = foreign_env_py(project)
+    if env_py is not None:
+        err.print(f"[yellow]Note:[/] {escape(foreign_env_py_notice(env_py))}")
+        # Its logging set-up (fileConfig) would repeat, as INFO lines, the progress nilemig prints itself.
+        logging.disable(logging.INFO)
+    return project
 
 
 def chosen_database(project, database_url: str | None):

@@ -1,10 +1,10 @@
-"""`init`, `new`, `autogen` and `diff`: writing migrations."""
+"""`init`, `new`, `autogen`, `baseline` and `diff`: writing migrations."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,11 +26,16 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
     example: Annotated[bool, typer.Option("--example", help="Add Nile's walkthrough: the account migration "
                                           "and Todo models.")] = False,
+    adopt: Annotated[bool, typer.Option("--adopt", help="Switch an existing Alembic project to nilemig's env.py "
+                                        "(the old one is kept as env.py.orig).")] = False,
 ) -> None:
     """Create a Nile-ready Alembic project: alembic.ini, alembic/env.py, models.py, .env.example."""
     from nilemig.commands.init import init as run_init
     from nilemig.core import display_path
 
+    if adopt:
+        _print_adopted(directory)
+        return
     result = run_init(directory, example=example)
     for path in result.created:
         out.print(f"created  {display_path(path)}")
@@ -39,9 +44,10 @@ def init(
     if result.gitignore_added:
         out.print(f"updated  {display_path(result.root / '.gitignore')} (+ {', '.join(result.gitignore_added)})")
     if result.foreign_env_py:
-        err.print("[yellow]alembic/env.py is not nilemig's:[/] nilemig will run it as it is, so it chooses the "
-                  "database and filters itself. To get nilemig's handling, make its body "
-                  "`from nilemig.alembic_env import run_migrations; run_migrations(context, target_metadata)`.")
+        err.print("[yellow]alembic/env.py is not nilemig's:[/] nilemig will run it as it is, with the database "
+                  "nilemig chooses, but without nilemig's lock, ledger, per-migration transactions and "
+                  "autogenerate filters. `nilemig init --adopt` switches to nilemig's env.py, keeping yours as "
+                  "env.py.orig and carrying over what it can.")
     if not result.created:
         out.print("Nothing to do: the project is already initialised.")
         return
@@ -50,6 +56,33 @@ def init(
                  "database)")
     steps.append("nilemig up" if example else 'nilemig new "create account table", fill it in, then nilemig up')
     out.print("\nNext: " + "; ".join(steps) + ".")
+
+
+def _print_adopted(directory: Path) -> None:
+    from nilemig.commands.init import adopt
+    from nilemig.core import display_path
+
+    result = adopt(directory)
+    out.print(f"kept     {display_path(result.original)} (your env.py, unchanged)")
+    out.print(f"wrote    {display_path(result.env_py)} (nilemig's; alembic.ini left as it was)")
+    for path in result.created:
+        out.print(f"created  {display_path(path)}")
+    if result.gitignore_added:
+        out.print(f"updated  .gitignore (+ {', '.join(result.gitignore_added)})")
+    for title, lines in (("Carried over", result.carried), ("Now done by nilemig", result.replaced),
+                         ("[yellow]Not carried over[/] (add it to env.py by hand if you need it)", result.not_carried)):
+        if lines:
+            out.print(f"{title}:")
+            for line in lines:
+                out.print(f"  {escape(line)}")
+    out.print("New: one transaction per migration, the migration lock and ledger, and autogenerate filters that "
+              "leave Nile's built-in tables alone.")
+    for where in result.tenant_mirrors:
+        err.print(f"[yellow]{escape(where)} defines its own `tenants` table,[/] a copy of Nile's built-in one. "
+                  "Use Nile's instead: `tenants = define_tenants(Base.metadata)` (from nilemig.nile import "
+                  "define_tenants, TenantAware) and TenantAware for tenant-aware tables. nilemig's autogenerate "
+                  "leaves Nile's columns alone either way.")
+    out.print("\nNext: nilemig status, then nilemig up.")
 
 
 @app.command()
@@ -93,6 +126,37 @@ def autogen(
         raise NilemigError(f"The new migration {display_path(result.path)} breaks {len(errors)} of Nile's rules "
                            "(listed above); `nilemig up` will refuse it. Fix the models and generate it again, "
                            "or edit the file.")
+
+
+@app.command()
+@handled
+def baseline(
+    message: Annotated[str, typer.Argument(help="What the migration holds, e.g. \"existing schema\".")],
+    models: Annotated[bool, typer.Option("--models", help="Also write models.py from the database (sqlacodegen, "
+                                         "the `baseline` extra).")] = False,
+    scratch_url: Annotated[Optional[str], typer.Option(
+        "--scratch-url", help="PostgreSQL server for the scratch database that replays existing migrations "
+        "(default: the local one).", show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write one migration creating what the database has (beyond its migrations), recorded as applied there."""
+    from nilemig.commands.baseline import baseline as run_baseline
+    from nilemig.core import display_path
+
+    project = current_project()
+    result = run_baseline(project, chosen_database(project, database_url), message, models=models,
+                          scratch_url=scratch_url)
+    out.print(display_path(result.path))
+    err.print(f"[green]Baseline {result.revision}[/] creates {len(result.tables)} table(s) "
+              f"({escape(', '.join(result.tables)) or 'none'}) and is recorded as applied on this database "
+              "without running it.")
+    for note in result.not_reflected:
+        err.print(f"[yellow]Not reflected:[/] {escape(note)} (noted in the file; create it by hand if needed)")
+    if result.models is not None:
+        out.print(display_path(result.models))
+    else:
+        err.print("models.py is unchanged: `nilemig verify` and `nilemig diff` compare it with the database "
+                  "(`--models` writes it from the database).")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`up`, `down`, `status`, `rebaseline` and `history`: moving the database along the chain."""
+"""`up`, `down`, `stamp`, `status`, `rebaseline` and `history`: moving the database along the chain."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from nilemig.runsettings import (
 
 def _print_step(verb: str):
     def show(step) -> None:
-        err.print(f"  {verb} {step.revision}  {escape(step.message)}  [dim]({step.seconds:.2f}s)[/]")
+        took = f"  [dim]({step.seconds:.2f}s)[/]" if step.seconds is not None else ""
+        err.print(f"  {verb} {step.revision}  {escape(step.message)}{took}")
 
     return show
 
@@ -109,6 +110,26 @@ def _print_outcome(result, nothing: str, verb: str) -> None:
 
 @app.command()
 @handled
+def stamp(
+    revision: Annotated[str, typer.Argument(help="head, base, or a revision id.")],
+    lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Mark the database as being at REVISION without running any migration."""
+    from nilemig.commands.stamp import stamp as run_stamp
+    from nilemig.core import describe_revisions
+
+    project = current_project()
+    result = run_stamp(project, chosen_database(project, database_url), revision,
+                       _settings(lock_timeout, TABLE_LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS))
+    verb = "marked applied (not run)" if result.upward else "no longer marked applied (nothing undone)"
+    for step in result.moved:
+        err.print(f"  {verb}  {step.revision}  {escape(step.message)}")
+    err.print(f"[green]Stamped;[/] now at {describe_revisions(result.after)}. No migration ran.")
+
+
+@app.command()
+@handled
 def status(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when any migration is pending.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -126,13 +147,17 @@ def status(
         out.print(f"Current:  {describe_revisions(result.current)}")
         out.print(f"Head:     {', '.join(result.heads) or '(no migrations yet)'}")
         drift = result.drift
-        if not drift.has_ledger:
+        if not result.ledger_kept:
+            out.print("Ledger:   not kept (alembic/env.py is not nilemig's; see `nilemig init --adopt`)")
+        elif not drift.has_ledger:
             out.print("Ledger:   not created yet (the next `nilemig up` creates it)")
         for revision, path in drift.edited:
             out.print(f"[red]Edited:[/]   {revision} ({escape(display_path(path))}) changed after it was applied "
                       "— revert it, or `nilemig rebaseline` after review")
         for revision in drift.missing:
             out.print(f"[red]Missing:[/]  {revision} is applied but no migration file has it")
+        for revision in drift.stamped:
+            out.print(f"[yellow]Stamped:[/]  {revision} is marked applied by a stamp; it never ran here")
         if result.up_to_date:
             out.print("[green]Up to date.[/]")
         else:
@@ -169,7 +194,9 @@ def history(database_url: DatabaseUrl = None) -> None:
     if not migrations:
         out.print("No migrations yet: create one with `nilemig new \"message\"`.")
     for m in migrations:
-        mark = "[bold green]→ current[/]" if m.current else ("applied" if m.applied else "[yellow]pending[/]")
+        mark = m.how if m.applied else "[yellow]pending[/]"
+        if m.current:
+            mark = f"[bold green]→ current[/] ({mark})"
         out.print(f"{m.revision}  {escape(m.message):<40}  {mark}")
 
 

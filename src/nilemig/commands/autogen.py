@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,13 +42,11 @@ class Difference:
         return dict(self.__dict__)
 
 
-def _autogenerate(project: Project, config: Config, message: str) -> Any:
-    from alembic import command
-
-    config.cmd_opts.autogenerate = True
+@contextmanager
+def _autogenerate_errors(project: Project) -> Iterator[None]:
     try:
         with explain_errors(project), alembic_chatter_silenced():
-            return command.revision(config, message=message, autogenerate=True)
+            yield
     except NilemigError as exc:
         if NOT_UP_TO_DATE not in exc.message:
             raise
@@ -54,6 +54,45 @@ def _autogenerate(project: Project, config: Config, message: str) -> Any:
             "The database has migrations that are not applied yet, and autogenerate compares your models "
             "with a database at head. Run `nilemig up` first (or `nilemig status` to see what is pending)."
         ) from None
+
+
+def _autogenerate(project: Project, config: Config, message: str) -> Any:
+    from alembic import command
+
+    config.cmd_opts.autogenerate = True
+    with _autogenerate_errors(project):
+        return command.revision(config, message=message, autogenerate=True)
+
+
+def _compare(project: Project, config: Config) -> list[Any]:
+    """Autogenerate's operations (UpgradeOps), writing no file, whatever the project's env.py is.
+
+    nilemig's env.py hands them over through CAPTURE_KEY; any other env.py leaves them in
+    the revision context (as `alembic check` reads them).
+    """
+    from alembic.autogenerate import RevisionContext
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    from nilemig.keys import CAPTURE_KEY
+
+    captured: list[Any] = []
+    config.attributes[CAPTURE_KEY] = captured
+    config.cmd_opts.autogenerate = True
+    with _autogenerate_errors(project):
+        scripts = ScriptDirectory.from_config(config)
+        revision_context = RevisionContext(config, scripts, {
+            "message": None, "autogenerate": True, "sql": False, "head": "head", "splice": False,
+            "branch_label": None, "version_path": None, "rev_id": None, "depends_on": None})
+
+        def compare(rev: Any, context: Any) -> list[Any]:
+            revision_context.run_autogenerate(rev, context)
+            return []
+
+        with EnvironmentContext(config, scripts, fn=compare, as_sql=False,
+                                template_args=revision_context.template_args, revision_context=revision_context):
+            scripts.run_env()
+    return [*captured, *(ops for script in revision_context.generated_revisions for ops in script.upgrade_ops_list)]
 
 
 def autogen(project: Project, database: Database, message: str, check: bool = True) -> Generated:
@@ -76,14 +115,8 @@ def diff(project: Project, database: Database) -> list[Difference]:
     """What autogenerate would emit, one entry per operation; writes nothing."""
     from alembic.operations import ops
 
-    from nilemig.keys import CAPTURE_KEY
-
-    config = alembic_config(project, database)
-    captured: list[ops.UpgradeOps] = []
-    config.attributes[CAPTURE_KEY] = captured
-    _autogenerate(project, config, "nilemig diff")
     found = []
-    for upgrade in captured:
+    for upgrade in _compare(project, alembic_config(project, database)):
         for op in upgrade.ops:
             if isinstance(op, ops.ModifyTableOps):
                 found.extend(_difference(ops.ModifyTableOps(op.table_name, [inner], schema=op.schema), inner)

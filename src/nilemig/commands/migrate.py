@@ -41,7 +41,7 @@ QUERY_CANCELED = "57014"
 class Step:
     revision: str
     message: str
-    seconds: float
+    seconds: float | None  # None when the project's own env.py ran it: nilemig could not time it
 
 
 @dataclass
@@ -75,7 +75,7 @@ def up(project: Project, database: Database, target: str = "head",
     if not options.allow_destructive:
         refuse_unreviewed_destructive(pending)
     warnings = refuse_check_errors(project, pending) if options.check and pending else []
-    result = _run(project, database, scripts, command.upgrade, target, on_step, options.settings)
+    result = _run(project, database, scripts, command.upgrade, target, on_step, options.settings, current)
     result.warnings = warnings
     return result
 
@@ -91,7 +91,7 @@ def down(project: Project, database: Database, target: str = "-1",
     refuse_drift(drift, allow_edited=True)
     if confirm is not None:
         confirm(_steps_down(project, scripts, current, target))
-    return _run(project, database, scripts, command.downgrade, target, on_step, settings)
+    return _run(project, database, scripts, command.downgrade, target, on_step, settings, current)
 
 
 def refuse_drift(drift: Drift, allow_edited: bool) -> None:
@@ -151,7 +151,7 @@ def _steps_down(project: Project, scripts: ScriptDirectory, current: tuple[str, 
         return len(list(scripts.iterate_revisions(current, target)))
 
 
-def _run(project, database, scripts, alembic_command, target, on_step, settings) -> RunResult:
+def _run(project, database, scripts, alembic_command, target, on_step, settings, before) -> RunResult:
     steps: list[Step] = []
     started = [time.monotonic()]
 
@@ -185,7 +185,25 @@ def _run(project, database, scripts, alembic_command, target, on_step, settings)
         if isinstance(exc, DBAPIError) or (frame is not None and frame.name in ("upgrade", "downgrade")):
             raise migration_failed(exc, project, database, scripts, steps) from None
         raise explain(exc, project) or exc from None
-    return RunResult(config.attributes[FINAL_HEADS_KEY], steps)
+    if FINAL_HEADS_KEY in config.attributes:
+        return RunResult(config.attributes[FINAL_HEADS_KEY], steps)
+    # An env.py that is not nilemig's reports nothing back: read where it left the database.
+    after = current_heads(database)
+    steps = steps_between(scripts, before, after)
+    for step in steps if on_step is not None else ():
+        on_step(step)
+    return RunResult(after, steps)
+
+
+def steps_between(scripts: ScriptDirectory, before: tuple[str, ...], after: tuple[str, ...]) -> list[Step]:
+    """The migrations a run moved through, in the order it ran them (durations unknown)."""
+    if set(before) == set(after):
+        return []
+    at_or_below_before = {s.revision for s in scripts.iterate_revisions(before, "base")} if before else set()
+    upgraded = not set(after) <= at_or_below_before
+    upper, lower = (after, before) if upgraded else (before, after)
+    moved = list(scripts.iterate_revisions(upper, lower or "base"))
+    return [Step(s.revision, s.doc or "", None) for s in (reversed(moved) if upgraded else moved)]
 
 
 def migration_failed(exc: Exception, project: Project, database: Database,

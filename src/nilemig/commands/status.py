@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from nilemig.core import (
     alembic_config,
-    current_heads,
+    connection_heads,
     database_state,
     display_path,
+    foreign_env_py,
     pending_scripts,
     script_directory,
 )
@@ -26,6 +27,8 @@ class Migration:
     path: str
     applied: bool
     current: bool
+    how: str | None = None  # ledger.APPLIED, BASELINE or STAMPED when the ledger knows; None when pending
+
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -38,6 +41,7 @@ class Status:
     heads: tuple[str, ...]
     pending: list[Migration]
     drift: Drift
+    ledger_kept: bool = True  # False when the project's env.py is not nilemig's: nothing records migrations
 
     @property
     def up_to_date(self) -> bool:
@@ -50,13 +54,13 @@ class Status:
             "heads": list(self.heads),
             "pending": [m.to_json() for m in self.pending],
             "up_to_date": self.up_to_date,
-            "ledger": self.drift.to_json(),
+            "ledger": {**self.drift.to_json(), "kept": self.ledger_kept},
         }
 
 
-def _migration(script, applied: bool, current: tuple[str, ...]) -> Migration:
+def _migration(script, applied: bool, current: tuple[str, ...], how: str | None = None) -> Migration:
     return Migration(script.revision, script.doc or "", display_path(script.path), applied,
-                     script.revision in current)
+                     script.revision in current, how if applied else None)
 
 
 def status(project: Project, database: Database) -> Status:
@@ -64,7 +68,7 @@ def status(project: Project, database: Database) -> Status:
     current, drift = database_state(database, scripts)
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
     return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending,
-                  drift)
+                  drift, foreign_env_py(project) is None)
 
 
 def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
@@ -88,7 +92,13 @@ def rebaseline(project: Project, database: Database, revisions: list[str]) -> li
 
 def history(project: Project, database: Database) -> list[Migration]:
     """Every migration, newest first, each marked applied or not."""
+    from nilemig import ledger
+    from nilemig.database import connect
+
     scripts = script_directory(project, alembic_config(project))
-    current = current_heads(database)
+    with connect(database) as connection:
+        current = connection_heads(connection)
+        how = ledger.how_applied(connection)
     pending = {s.revision for s in pending_scripts(scripts, current)}
-    return [_migration(s, s.revision not in pending, current) for s in scripts.walk_revisions()]
+    return [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))
+            for s in scripts.walk_revisions()]
