@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
-    current_heads,
     database_state,
     display_path,
     pending_scripts,
@@ -41,7 +41,7 @@ class Status:
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.drift.missing
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,7 +63,7 @@ def status(project: Project, database: Database) -> Status:
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
-    return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending,
+    return Status(display_url(database.url), current, tuple(scripts.get_heads()), pending,
                   drift)
 
 
@@ -88,7 +88,10 @@ def rebaseline(project: Project, database: Database, revisions: list[str]) -> li
 
 def history(project: Project, database: Database) -> list[Migration]:
     """Every migration, newest first, each marked applied or not."""
+    from nilemig.commands.migrate import refuse_drift
+
     scripts = script_directory(project, alembic_config(project))
-    current = current_heads(database)
+    current, drift = database_state(database, scripts)
+    refuse_drift(drift, allow_edited=True)
     pending = {s.revision for s in pending_scripts(scripts, current)}
     return [_migration(s, s.revision not in pending, current) for s in scripts.walk_revisions()]

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
     display_path,
@@ -68,7 +69,7 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
         raise NilemigError(
-            f"Could not create a scratch database on {admin.render_as_string(hide_password=True)}: "
+            f"Could not create a scratch database on {display_url(admin)}: "
             f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user may "
             "CREATE DATABASE (it never uses the database in DATABASE_URL)."
         ) from None
@@ -161,5 +162,5 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
                                         f"the models differ from the schema at head ({head.revision}): "
                                         "run `nilemig autogen` to write the missing migration",
                                         [d.code.replace("\n", " ") for d in drift]))
-        scratch = database.url.render_as_string(hide_password=True)
+        scratch = display_url(database.url)
     return VerifyResult(len(chain), failures, scratch, keep)
