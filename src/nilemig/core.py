@@ -112,10 +112,15 @@ def retry_transient_failures(migration_context: MigrationContext, settings: RunS
     def steps(heads: Any, context: Any) -> Iterator[Any]:
         for step in steps_of(heads, context):
             script = getattr(step, "revision", None)
-            transactional = script is not None and "autocommit_block" not in Path(script.path).read_text("utf-8")
+            transactional = script is not None and not has_autocommit_block(script)
             yield _RetriedStep(step, connection, settings) if transactional and settings.retries else step
 
     migration_context._migrations_fn = steps
+
+
+def has_autocommit_block(script: Script) -> bool:
+    """Whether a migration runs statements outside its transaction, so a failure cannot undo all of it."""
+    return "autocommit_block" in Path(script.path).read_text("utf-8")
 
 
 class _RetriedStep:

@@ -20,6 +20,7 @@ from nilemig.core import (
     explain_errors,
     failing_frame,
     failure_reason,
+    has_autocommit_block,
     pending_scripts,
     script_directory,
 )
@@ -233,10 +234,13 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     code = sqlstate(exc)
     if code == DUPLICATE_TABLE:
         advice = _duplicate_table_advice(scripts, reason) + " "
+    elif code in TRANSIENT_FAILURES and script is not None and has_autocommit_block(script):
+        advice = (f"Another session got in its way (it {TRANSIENT_FAILURES[code]}). nilemig does not retry a "
+                  "migration with an autocommit_block: what ran in that block is committed already. Run again "
+                  "when that work is done, or raise --table-lock-timeout. ")
     elif code in TRANSIENT_FAILURES:
-        advice = (f"Another session got in its way (it {TRANSIENT_FAILURES[code]}) on every attempt: nilemig "
-                  "retries such a migration (--retries) unless it has an autocommit_block. Run again when that "
-                  "work is done, or raise --table-lock-timeout or --retries. ")
+        advice = (f"Another session got in its way (it {TRANSIENT_FAILURES[code]}) on every attempt (--retries). "
+                  "Run again when that work is done, or raise --table-lock-timeout or --retries. ")
     elif code == QUERY_CANCELED:
         advice = ("A statement ran longer than the statement timeout: raise --statement-timeout, or split the "
                   "migration. ")
