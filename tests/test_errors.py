@@ -215,7 +215,7 @@ def test_a_read_only_versions_directory(project_dir):
     versions = project_dir / "alembic" / "versions"
     versions.chmod(0o555)
     try:
-        assert_clean_both_ways("new", "x", phrases=("Could not use", "Permission denied", "read and write"))
+        assert_clean_both_ways("new", "x", phrases=("Could not use", "Permission denied", "may read and write"))
     finally:
         versions.chmod(0o755)
 
@@ -226,7 +226,8 @@ def test_an_os_error_is_explained_not_unexpected(tmp_path):
     path = tmp_path / "alembic" / "versions" / "x.py"
     explained = explain(PermissionError(13, "Permission denied", str(path)), None)
     assert explained is not None and explained.exit_code == 2
-    assert "Permission denied" in str(explained) and "read and write" in str(explained)
+    assert "Permission denied" in str(explained) and "may read and write it" in str(explained)
+    assert "Check the path" in str(explain(FileExistsError(17, "File exists", "/etc/passwd"), None))
 
 
 def test_syntax_error_in_a_migration_names_file_and_line(project, database_url):

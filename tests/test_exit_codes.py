@@ -133,6 +133,7 @@ CONTRACT: list[tuple[Setup, tuple[str, ...], int]] = [
     (nothing, ("rules", "NOPE1"), COULD_NOT_RUN),
     (one_pending, ("sql",), OK),
     (one_pending, ("sql", "nope12345:nope67890"), COULD_NOT_RUN),
+    (one_pending, ("sql", "a:b:c"), COULD_NOT_RUN),
     (one_empty, ("verify", "--scratch-url", "SCRATCH"), OK),
     (failing_in_the_database, ("verify", "--scratch-url", "SCRATCH"), NO),
     (one_pending, ("verify", "--scratch-url", "postgres://u@127.0.0.1:1/x"), COULD_NOT_RUN),

@@ -143,16 +143,18 @@ def read_dotenv(project: Project) -> dict[str, tuple[str | None, int]]:
     return {key: (value, lines.get(key, 0)) for key, value in values.items()}
 
 
-def configured_url(project: Project, cli_url: str | None = None) -> tuple[str, str] | None:
-    """The raw URL the user configured and where it came from, or None when none is."""
+def configured_url(project: Project, cli_url: str | None = None) -> tuple[str, str, str] | None:
+    """The raw URL the user configured, where it came from, and where exactly (for errors), or None."""
     if cli_url is not None:
-        return cli_url, "--database-url"
+        return cli_url, "--database-url", "--database-url"
     if ENV_VAR in os.environ:
-        return os.environ[ENV_VAR], f"{ENV_VAR} in the environment"
+        source = f"{ENV_VAR} in the environment"
+        return os.environ[ENV_VAR], source, source
     dotenv = read_dotenv(project)
     if ENV_VAR in dotenv:
         value, line = dotenv[ENV_VAR]
-        return value or "", f"{ENV_VAR} in {project.dotenv_path.name} (line {line})"
+        source = f"{ENV_VAR} in {project.dotenv_path.name}"
+        return value or "", source, f"{source} (line {line})"
     return None
 
 
@@ -160,8 +162,8 @@ def choose_database(project: Project, cli_url: str | None = None) -> Database | 
     """The configured database, or None for the local development database (started by `core.resolve_database`)."""
     configured = configured_url(project, cli_url)
     if configured is not None:
-        raw, source = configured
-        return Database(normalise_url(raw, source), source)
+        raw, source, where = configured
+        return Database(normalise_url(raw, where), source)
     if os.environ.get("CI"):
         raise NilemigError(
             f"No database configured, and CI is set: nilemig will not fall back to a local database in CI. "

@@ -3,6 +3,7 @@ the database's current revision, and turning failures into one-paragraph errors.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -272,9 +273,10 @@ def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
             "[alembic] section), or restore it from git; `nilemig init` in an empty directory writes a fresh one."
         )
     if isinstance(exc, OSError) and exc.filename:
+        advice = ("Check that this user may read and write it, and its directory, then run again."
+                  if isinstance(exc, PermissionError) or exc.errno == errno.EROFS else "Check the path, then run again.")
         return NilemigError(
-            f"Could not use {display_path(exc.filename)}: {exc.strerror or type(exc).__name__}. Check that it "
-            "exists and that this user may read and write it (and its directory), then run again."
+            f"Could not use {display_path(exc.filename)}: {exc.strerror or type(exc).__name__}. {advice}"
         )
     if isinstance(exc, SyntaxError) and exc.filename:
         return NilemigError(
