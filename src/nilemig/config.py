@@ -38,7 +38,7 @@ DRIVER = "postgresql+psycopg"
 _POSTGRES_SCHEMES = {"postgres", "postgresql"}
 NILE_HOST_SUFFIX = ".thenile.dev"
 EXAMPLE_URL = "postgres://USER:PASSWORD@HOST:5432/DBNAME"
-# libpq's own places for a password, for URLs that carry none (libpq reads them itself).
+# The environment variable libpq reads a password from when the URL carries none.
 PASSWORD_ENV_VAR = "PGPASSWORD"
 # The start of a libpq keyword/value connection string: `host=... user=... password=...`.
 _CONNINFO = re.compile(r"\s*[a-z_]+\s*=")

@@ -234,13 +234,6 @@ def failing_frame(exc: BaseException, root: Path) -> traceback.FrameSummary | No
     return found
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The database's own message for a failed statement (its first line), else the exception's."""
-    orig = getattr(exc, "orig", None)
-    text = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc)
-    return text.strip().splitlines()[0].rstrip(".") if text.strip() else type(exc).__name__
-
-
 def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
     """A NilemigError for Alembic's errors, user mistakes (a broken chain, a corrupt alembic.ini, a file
     nilemig may not read or write) and broken project files (naming file and line), else None: a bug."""

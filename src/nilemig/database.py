@@ -26,6 +26,13 @@ TRANSIENT_FAILURES = {
 }
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The database's own message for a failed statement (its first line), else the exception's."""
+    orig = getattr(exc, "orig", None)
+    text = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc)
+    return text.strip().splitlines()[0].rstrip(".") if text.strip() else type(exc).__name__
+
+
 def sqlstate(exc: BaseException) -> str | None:
     """PostgreSQL's SQLSTATE of a failed statement (through SQLAlchemy's wrapper, or psycopg's own error)."""
     return getattr(getattr(exc, "orig", exc), "sqlstate", None)

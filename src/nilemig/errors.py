@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-EXIT_OK = 0
 EXIT_ANSWER_IS_NO = 1
 EXIT_COULD_NOT_RUN = 2
 EXIT_INTERRUPTED = 130

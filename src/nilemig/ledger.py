@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nilemig import __version__
-from nilemig.database import INSUFFICIENT_PRIVILEGE, sqlstate
+from nilemig.database import INSUFFICIENT_PRIVILEGE, failure_reason, sqlstate
 from nilemig.errors import NilemigError
 from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
 
@@ -55,8 +55,7 @@ def missing_privilege(exc: BaseException, user: str | None) -> NilemigError | No
     they are created in): which privilege is missing and how to grant it. None for any other error."""
     if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
         return None
-    orig = getattr(exc, "orig", exc)
-    reason = (getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)).strip().splitlines()[0]
+    reason = failure_reason(exc)
     denied = re.search(r'permission denied for (schema|table|relation) "?([\w$]+)"?', reason)
     if denied is None:
         return None

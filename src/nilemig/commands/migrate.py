@@ -19,12 +19,11 @@ from nilemig.core import (
     explain,
     explain_errors,
     failing_frame,
-    failure_reason,
     has_autocommit_block,
     pending_scripts,
     script_directory,
 )
-from nilemig.database import TRANSIENT_FAILURES, sqlstate
+from nilemig.database import TRANSIENT_FAILURES, failure_reason, sqlstate
 from nilemig.errors import (
     EXIT_INTERRUPTED,
     AnswerIsNo,

@@ -14,10 +14,9 @@ from nilemig.core import (
     alembic_config,
     display_path,
     failing_frame,
-    failure_reason,
     script_directory,
 )
-from nilemig.database import libpq_dsn
+from nilemig.database import failure_reason, libpq_dsn
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
