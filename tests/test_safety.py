@@ -189,10 +189,13 @@ def test_lock_timeout_names_the_holder(project, database_url):
         assert current_revision(database_url) is None
 
         waiting = spawn(project, database_url, "up", "--lock-timeout", "30")
-        time.sleep(2.5)
+        # Release the lock once the runner says it waits (however slow the machine is to get there).
+        announced = ""
+        while "waiting up to" not in announced and waiting.poll() is None:
+            announced += waiting.stderr.readline()
         holder.execute("SELECT pg_advisory_unlock(%s)", (lock_key(),))
         assert waiting.wait(timeout=60) == 0
-        stderr = waiting.stderr.read()
+        stderr = announced + waiting.stderr.read()
         assert "waiting up to 30 s" in stderr and "other-deployer" in stderr
     finally:
         holder.close()
