@@ -140,7 +140,7 @@ def test_plain_alembic_writes_no_empty_migration(example):
 def test_autogen_with_pending_migrations_says_run_up(example):
     new_migration("pending", "pass")
     result = run_cli("autogen", "x")
-    assert result.exit_code == 1 and "nilemig up" in result.stderr
+    assert result.exit_code == 2 and "nilemig up" in result.stderr
 
 
 def test_generated_files_are_formatted_when_ruff_is_installed(example):

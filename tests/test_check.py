@@ -80,7 +80,7 @@ def test_rules_turned_off_in_pyproject(project_dir):
     assert run_cli("check").exit_code == 0
     (project_dir / "pyproject.toml").write_text('[tool.nilemig]\nignore = ["NILE999"]\n')
     result = run_cli("check")
-    assert result.exit_code == 1 and "NILE999" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 2 and "NILE999" in result.stderr and "Traceback" not in result.output
 
 
 def test_table_created_twice_names_both_files(project_dir):

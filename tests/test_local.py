@@ -94,7 +94,7 @@ def test_root_never_opens_a_home_directory_silently(pg_server, tmp_path):
 
     # HOME names the directory a home: pwd does not know this one.
     result = nilemig(private / "proj", "status", env={"HOME": str(private)})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert str(private) in result.stderr and local.ALLOW_CHMOD_VAR in result.stderr
     assert "Traceback" not in result.stderr
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
@@ -106,7 +106,7 @@ def test_without_the_local_extra_says_how_to_proceed(project_dir):
             "from nilemig.cli import main; main()")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CI")}
     result = subprocess.run([sys.executable, "-c", code], cwd=project_dir, env=env, capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "nilemig[local]" in result.stderr and "DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
 

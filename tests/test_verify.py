@@ -103,7 +103,7 @@ def test_scratch_database_rejects_what_nile_rejects(project, scratch):
 
 def test_unusable_scratch_server(project):
     result = run_cli("verify", "--scratch-url", "postgresql://nobody:s3cret@127.0.0.1:1/x")
-    assert result.exit_code == 1 and "scratch database" in result.stderr
+    assert result.exit_code == 2 and "scratch database" in result.stderr
     assert "s3cret" not in result.output and "Traceback" not in result.output
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from nilemig import autogen, nile
 from nilemig.config import Project
-from nilemig.core import connection_heads, resolve_database
+from nilemig.core import connection_heads, resolve_database, retry_transient_failures
 from nilemig.keys import (
     CONNECTION_KEY,
     DATABASE_KEY,
@@ -110,12 +110,14 @@ def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -
                     "taking their files as they are now as reviewed."
                 )
             options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
-            _configure_and_run(context, connection=connection, **options)
+            _configure_and_run(context, settings, connection=connection, **options)
             # Where the run left the database, read under the lock, for nilemig to report.
             config.attributes[FINAL_HEADS_KEY] = connection_heads(connection, **version_table)
 
 
-def _configure_and_run(context: Any, **options: Any) -> None:
+def _configure_and_run(context: Any, retrying: RunSettings | None = None, **options: Any) -> None:
     context.configure(**options)
+    if retrying is not None:
+        retry_transient_failures(context.get_context(), retrying)
     with context.begin_transaction():
         context.run_migrations()

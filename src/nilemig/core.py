@@ -3,6 +3,7 @@ the database's current revision, and turning failures into one-paragraph errors.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -25,9 +26,11 @@ OFFLINE_URL = "postgresql+psycopg://"
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
     from alembic.script import Script, ScriptDirectory
 
     from nilemig.config import Database, Project
+    from nilemig.runsettings import RunSettings
 
 
 def alembic_config(
@@ -131,7 +134,7 @@ def database_state(database: Database, scripts: ScriptDirectory):
     from nilemig import ledger
     from nilemig.database import connect
 
-    with connect(database) as connection:
+    with connect(database) as connection, ledger.privileges_explained(connection):
         current = connection_heads(connection)
         return current, ledger.drift(connection, scripts, current)
 
@@ -144,6 +147,83 @@ def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...], target: 
         upper = "heads" if relative or target == "head" else target
         pending = list(reversed(list(scripts.iterate_revisions(upper, lower))))
     return pending[: int(relative[1])] if relative else pending
+
+
+def retry_transient_failures(migration_context: MigrationContext, settings: RunSettings) -> None:
+    """Make every migration this context runs retry when another session made it fail (a lock not taken
+    within the table lock timeout, a deadlock, a serialization conflict): rolled back to its start and
+    run again, up to `settings.retries` times with exponential backoff and jitter, each retry said.
+
+    A migration with an `autocommit_block` is never retried: part of it has already been committed.
+    """
+    # Alembic has no public hook around one step: the steps come from this function, so wrap what it yields.
+    steps_of = migration_context._migrations_fn
+    connection = migration_context.connection
+
+    def steps(heads: Any, context: Any) -> Iterator[Any]:
+        for step in steps_of(heads, context):
+            script = getattr(step, "revision", None)
+            transactional = script is not None and not has_autocommit_block(script)
+            yield _RetriedStep(step, connection, settings) if transactional and settings.retries else step
+
+    migration_context._migrations_fn = steps
+
+
+def has_autocommit_block(script: Script) -> bool:
+    """Whether a migration runs statements outside its transaction, so a failure cannot undo all of it."""
+    return "autocommit_block" in Path(script.path).read_text("utf-8")
+
+
+class _RetriedStep:
+    """An Alembic migration step whose migration function runs under `_run_retrying`."""
+
+    def __init__(self, step: Any, connection: Any, settings: RunSettings):
+        self._step, self._connection, self._settings = step, connection, settings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __str__(self) -> str:
+        return str(self._step)
+
+    @property
+    def migration_fn(self) -> Callable[..., None]:
+        script = self._step.revision
+        return functools.partial(_run_retrying, self._step.migration_fn, self._connection, self._settings,
+                                 f"{script.revision} ({script.doc})" if script.doc else script.revision)
+
+
+def _run_retrying(migration_fn: Callable[..., None], connection: Any, settings: RunSettings, name: str,
+                  **kw: Any) -> None:
+    import random
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    from nilemig.database import TRANSIENT_FAILURES, sqlstate
+    from nilemig.runsettings import RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS
+
+    attempt = 0
+    while True:
+        # A savepoint at the start of the migration's own transaction (one per migration): rolling back to
+        # it undoes all the migration did, and releases every lock it took.
+        savepoint = connection.begin_nested()
+        try:
+            migration_fn(**kw)
+        except DBAPIError as exc:
+            why = TRANSIENT_FAILURES.get(sqlstate(exc))
+            if why is None or attempt >= settings.retries:
+                raise
+            savepoint.rollback()
+            attempt += 1
+            backoff = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            delay = backoff / 2 + random.uniform(0, backoff / 2)  # jitter: racing runners spread out
+            settings.on_notice(f"Migration {name} {why}; rolled it back, retry {attempt} of {settings.retries} "
+                               f"in {delay:.1f} s...")
+            time.sleep(delay)
+        else:
+            savepoint.commit()
+            return
 
 
 @contextmanager
@@ -204,21 +284,43 @@ def failing_frame(exc: BaseException, root: Path) -> traceback.FrameSummary | No
     return found
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The database's own message for a failed statement (its first line), else the exception's."""
-    orig = getattr(exc, "orig", None)
-    text = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc)
-    return text.strip().splitlines()[0].rstrip(".") if text.strip() else type(exc).__name__
-
-
 def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
-    """A NilemigError for Alembic's errors and broken project files (naming file and line), else None."""
+    """A NilemigError for Alembic's errors, user mistakes (a broken chain, a corrupt alembic.ini, a file
+    nilemig may not read or write) and broken project files (naming file and line), else None: a bug."""
+    import configparser
+
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
+
+    from nilemig.ledger import missing_privilege
 
     if isinstance(exc, NilemigError):
         return exc
-    if isinstance(exc, CommandError):
+    denied = missing_privilege(exc, None)
+    if denied is not None:
+        return denied
+    if isinstance(exc, (CommandError, RevisionError)):
         return NilemigError(sentence(str(exc)))
+    if isinstance(exc, KeyError) and _raised_in_alembic(exc):
+        # Alembic's revision map looks revisions up by key: one named in a down_revision, or by the
+        # database, that no file has.
+        return NilemigError(
+            f"No migration file has revision {exc.args[0]!r}, yet a migration's down_revision or the database "
+            "refers to it (a file deleted, renamed, or from another branch). `nilemig check` names a "
+            "down_revision that points nowhere; restore the missing file (e.g. from git) or fix the down_revision."
+        )
+    if isinstance(exc, configparser.Error):
+        where = f", line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        return NilemigError(
+            f"alembic.ini{where} is not a valid INI file ({type(exc).__name__}). Fix it (it starts with an "
+            "[alembic] section), or restore it from git; `nilemig init` in an empty directory writes a fresh one."
+        )
+    if isinstance(exc, OSError) and exc.filename:
+        advice = ("Check that this user may read and write it, and its directory, then run again."
+                  if isinstance(exc, PermissionError) or exc.errno == errno.EROFS else "Check the path, then run again.")
+        return NilemigError(
+            f"Could not use {display_path(exc.filename)}: {exc.strerror or type(exc).__name__}. {advice}"
+        )
     if isinstance(exc, SyntaxError) and exc.filename:
         return NilemigError(
             f"Syntax error in {display_path(exc.filename)}, line {exc.lineno}: {sentence(exc.msg)} "
@@ -231,6 +333,13 @@ def explain(exc: BaseException, project: Project | None) -> NilemigError | None:
         f"{display_path(frame.filename)}, line {frame.lineno} raised {type(exc).__name__}: {sentence(str(exc))} "
         "Fix the file and run the command again."
     )
+
+
+def _raised_in_alembic(exc: BaseException) -> bool:
+    import alembic
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).is_relative_to(Path(alembic.__file__).parent)
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+from nilemig.config import PASSWORD_ENV_VAR
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
@@ -13,6 +15,27 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_SECONDS = 10
 APPLICATION_NAME = "nilemig"
+
+LOCK_NOT_AVAILABLE = "55P03"
+INSUFFICIENT_PRIVILEGE = "42501"
+# Failures another session causes, that running the same transaction again may not meet: what each means.
+TRANSIENT_FAILURES = {
+    LOCK_NOT_AVAILABLE: "could not lock a table within the table lock timeout",
+    "40001": "failed on a serialization conflict with another session",
+    "40P01": "was chosen to break a deadlock with another session",
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The database's own message for a failed statement (its first line), else the exception's."""
+    orig = getattr(exc, "orig", None)
+    text = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig or exc)
+    return text.strip().splitlines()[0].rstrip(".") if text.strip() else type(exc).__name__
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a failed statement (through SQLAlchemy's wrapper, or psycopg's own error)."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None)
 
 
 def create_engine(url: URL) -> Engine:
@@ -49,15 +72,24 @@ def connect(database: Database) -> Connection:
 
 def connection_error(exc: BaseException, database: Database) -> NilemigError:
     """Explain a failed connection in one paragraph, saying what to check next."""
+    from nilemig.config import display_url, url_user
+
     detail = str(getattr(exc, "orig", exc)).strip().splitlines()
     first = detail[0] if detail else type(exc).__name__
     text = " ".join(detail).lower()
-    where = database.url.render_as_string(hide_password=True)
-    host = database.url.host or "the database server"
-    if "password authentication failed" in text or "authentication failed" in text:
+    where = display_url(database.url)
+    host = database.url.host or database.url.query.get("host") or "the database server"
+    user = url_user(database.url)
+    if "no password supplied" in text:
         reason = (
-            f"the server rejected the password for user {database.url.username!r}. "
-            f"Copy the credentials again from the Nile console into {database.source}."
+            f"the server asks user {user!r} for a password and none was given. Put it in the URL in "
+            f"{database.source} (URL-encoded), or leave the URL without one and set {PASSWORD_ENV_VAR} "
+            "or add a line to ~/.pgpass (libpq reads both)."
+        )
+    elif "password authentication failed" in text or "authentication failed" in text:
+        reason = (
+            f"the server rejected the password for user {user!r} (from {_password_source(database)}). "
+            f"Copy the credentials again from the Nile console."
         )
     elif "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
         reason = (f"the host {host!r} could not be found. Check the host name in {database.source} for typos, "
@@ -79,8 +111,19 @@ def connection_error(exc: BaseException, database: Database) -> NilemigError:
     return NilemigError(f"Could not connect to {where}: {reason}")
 
 
+def _password_source(database: Database) -> str:
+    from nilemig.config import has_password
+
+    if has_password(database.url):
+        return database.source
+    if os.environ.get(PASSWORD_ENV_VAR):
+        return PASSWORD_ENV_VAR
+    return os.environ.get("PGPASSFILE") or "~/.pgpass"
+
+
 def set_timeouts(connection: Connection, lock_seconds: float, statement_seconds: float) -> None:
     """Session timeouts, so a migration never queues forever behind another session's lock."""
-    connection.exec_driver_sql(f"SET lock_timeout = '{int(lock_seconds * 1000)}ms'")
-    connection.exec_driver_sql(f"SET statement_timeout = '{int(statement_seconds * 1000)}ms'")
+    # At least 1 ms: PostgreSQL reads 0 as "no timeout at all".
+    connection.exec_driver_sql(f"SET lock_timeout = '{max(1, round(lock_seconds * 1000))}ms'")
+    connection.exec_driver_sql(f"SET statement_timeout = '{max(1, round(statement_seconds * 1000))}ms'")
     connection.commit()

@@ -12,14 +12,19 @@ from __future__ import annotations
 import functools
 import getpass
 import hashlib
+import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nilemig import __version__
-from nilemig.keys import LEDGER_TABLE
+from nilemig.database import INSUFFICIENT_PRIVILEGE, failure_reason, sqlstate
+from nilemig.errors import NilemigError
+from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -54,6 +59,44 @@ ON CONFLICT (revision) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = EXCL
 """
 # How a recorded migration reached the database, for `status` and `history`.
 APPLIED, BASELINE, STAMPED = "applied", "baseline", "stamped"
+
+
+def missing_privilege(exc: BaseException, user: str | None) -> NilemigError | None:
+    """For a permission error on nilemig's own objects (its ledger, Alembic's version table, or the schema
+    they are created in): which privilege is missing and how to grant it. None for any other error."""
+    if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
+        return None
+    reason = failure_reason(exc)
+    denied = re.search(r'permission denied for (schema|table|relation) "?([\w$]+)"?', reason)
+    if denied is None:
+        return None
+    kind, name = denied.groups()
+    grantee = user or "YOUR_USER"
+    if kind == "schema":
+        needs = (f"the CREATE privilege on schema {name}, to create nilemig's table {TABLE} and Alembic's "
+                 f"{VERSION_TABLE} there. As the schema's owner (or an admin), run: GRANT CREATE ON SCHEMA {name} "
+                 f"TO {grantee}; or run `nilemig up` once as a user who may create them.")
+    elif name in (TABLE, VERSION_TABLE):
+        needs = (f"to read and write {name}. As its owner (or an admin), run: "
+                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {grantee};")
+    else:
+        return None
+    return NilemigError(f"The database refused: {reason}. The user {grantee} needs {needs}")
+
+
+@contextmanager
+def privileges_explained(connection: Connection) -> Iterator[None]:
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        from nilemig.config import url_user
+
+        denied = missing_privilege(exc, url_user(connection.engine.url))
+        if denied is None:
+            raise
+        raise denied from None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -117,18 +160,20 @@ def how_applied(connection: Connection) -> dict[str, str]:
 
 def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> int:
     """Create the ledger if needed and record applied migrations it lacks; return how many it baselined."""
-    connection.execute(_text(CREATE))
-    if not connection.execute(_text(_HAS_STAMPED)).scalar():
-        connection.execute(_text(_ADD_STAMPED))
-    recorded = set(rows(connection))
+    with privileges_explained(connection):
+        connection.execute(_text(CREATE))
+        if not connection.execute(_text(_HAS_STAMPED)).scalar():
+            connection.execute(_text(_ADD_STAMPED))
+        recorded = set(rows(connection))
     # Migrations reach the ledger with their revision, so when the current ones are recorded their
     # ancestors are too; walking the whole chain is only needed the first time.
     if set(current) <= recorded:
         return 0
     applied = list(scripts.iterate_revisions(current, "base"))
     missing = [s for s in applied if s.revision not in recorded]
-    for script in missing:
-        record(connection, script.revision, script.path, None, BASELINE)
+    with privileges_explained(connection):
+        for script in missing:
+            record(connection, script.revision, script.path, None, BASELINE)
     return len(missing)
 
 
@@ -140,19 +185,20 @@ class Recorder:
 
     def __call__(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         now = time.monotonic()
-        if step.is_stamp:
-            # One stamp step can move over several revisions (`stamp head` from base): each is marked,
-            # none with a duration, since none ran.
-            moved = step.revision_map.iterate_revisions(step.up_revision_ids, step.down_revision_ids or "base")
-            for script in list(moved):
-                if step.is_upgrade:
-                    record(ctx.connection, script.revision, script.path, None, STAMPED)
-                else:
-                    forget(ctx.connection, script.revision)
-        elif step.is_upgrade:
-            record(ctx.connection, step.up_revision_id, step.up_revision.path, now - self.last)
-        else:
-            forget(ctx.connection, step.up_revision_id)
+        with privileges_explained(ctx.connection):
+            if step.is_stamp:
+                # One stamp step can move over several revisions (`stamp head` from base): each is marked,
+                # none with a duration, since none ran.
+                moved = step.revision_map.iterate_revisions(step.up_revision_ids, step.down_revision_ids or "base")
+                for script in list(moved):
+                    if step.is_upgrade:
+                        record(ctx.connection, script.revision, script.path, None, STAMPED)
+                    else:
+                        forget(ctx.connection, script.revision)
+            elif step.is_upgrade:
+                record(ctx.connection, step.up_revision_id, step.up_revision.path, now - self.last)
+            else:
+                forget(ctx.connection, step.up_revision_id)
         self.last = now
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 LOCK_WAIT_SECONDS = 60.0  # for the migration lock another runner holds
 TABLE_LOCK_TIMEOUT_SECONDS = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
 STATEMENT_TIMEOUT_SECONDS = 900.0  # PostgreSQL statement_timeout for every statement
+RETRIES = 5  # times a migration that lost a lock race (or a deadlock) is rolled back and run again
+RETRY_BACKOFF_SECONDS = 1.0  # the first retry's delay; it doubles with every retry, with jitter
+RETRY_BACKOFF_MAX_SECONDS = 30.0
 
 
 def _to_stderr(message: str) -> None:
@@ -26,4 +29,5 @@ class RunSettings:
     lock_wait_seconds: float = LOCK_WAIT_SECONDS
     table_lock_timeout_seconds: float = TABLE_LOCK_TIMEOUT_SECONDS
     statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS
+    retries: int = RETRIES
     on_notice: Callable[[str], None] = field(default=_to_stderr)

@@ -21,6 +21,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main() -> None:
     import signal
 
-    # SIGTERM (a CI job cancelled, a container stopped) rolls back like Ctrl-C does.
+    # SIGTERM (a CI job cancelled, a container stopped) rolls back like Ctrl-C does; and so does SIGINT when
+    # nilemig starts with it ignored (a background job of a shell script), which Python then leaves ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     app()

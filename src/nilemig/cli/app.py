@@ -17,7 +17,15 @@ import typer
 
 from nilemig import __version__
 from nilemig.cli.output import err, escape, out
-from nilemig.errors import NilemigError, UsageError, redact
+from nilemig.errors import (
+    EXIT_ANSWER_IS_NO,
+    EXIT_COULD_NOT_RUN,
+    EXIT_INTERRUPTED,
+    NilemigError,
+    UsageError,
+    holds_password,
+    redact,
+)
 
 app = typer.Typer(
     help="Safe, Nile-aware database migrations on top of Alembic.",
@@ -41,7 +49,8 @@ DatabaseUrl = Annotated[
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show a NilemigError as one paragraph and exit non-zero; anything else likewise, redacted."""
+    """Show a NilemigError, or a user mistake `core.explain` recognises, as one paragraph and exit with
+    its code (README, "Exit codes"); anything else is a bug: say so, redacted, and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -49,22 +58,33 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except NilemigError as exc:
-            _show_trace(exc)
-            err.print(f"[bold red]Error:[/] {escape(str(exc))}")
-            raise typer.Exit(exc.exit_code) from None
+        except typer.Abort:  # "n" (or Ctrl-D) at a confirmation: the answer is no.
+            err.print("Not confirmed: nothing was changed.")
+            raise typer.Exit(EXIT_ANSWER_IS_NO) from None
         except KeyboardInterrupt:
             err.print("[bold red]Interrupted.[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             _show_trace(exc)
+            explained = _explained(exc)
+            if explained is not None:
+                err.print(f"[bold red]Error:[/] {escape(str(explained))}")
+                raise typer.Exit(explained.exit_code) from None
             err.print(
                 f"[bold red]Error:[/] {escape(redact(f'{type(exc).__name__}: {exc}'))}. "
                 "This is unexpected; run again with --debug for details and report it."
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_COULD_NOT_RUN) from None
 
     return wrapper
+
+
+def _explained(exc: Exception) -> NilemigError | None:
+    if isinstance(exc, NilemigError):
+        return exc
+    from nilemig.core import explain
+
+    return explain(exc, None)
 
 
 def _show_trace(exc: BaseException) -> None:
@@ -103,18 +123,30 @@ def current_project():
 def chosen_database(project, database_url: str | None):
     from nilemig.core import resolve_database
 
+    warn_password_on_command_line(database_url, "--database-url")
     database = resolve_database(project, database_url)
     err.print(escape(database.describe()))
     return database
+
+
+def warn_password_on_command_line(url: str | None, option: str) -> None:
+    if url is not None and holds_password(url):
+        err.print(f"[yellow]Warning:[/] the password in {option} is visible to other users of this machine in "
+                  "the process list. Set DATABASE_URL in the environment or in .env instead, or pass a URL "
+                  "without a password and let libpq read it from PGPASSWORD or ~/.pgpass.")
 
 def announce_no_check(no_check: bool) -> None:
     if no_check:
         err.print("[yellow]Skipping nilemig check (--no-check).[/]")
 
 
+def has_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def confirm(question: str, refusal: str) -> None:
     """Ask on a terminal; without one, refuse and point at --yes."""
-    if not sys.stdin.isatty():
+    if not has_terminal():
         raise UsageError(f"{refusal} There is no terminal to ask for confirmation: pass --yes to go ahead.")
     typer.confirm(question, abort=True)
 

@@ -17,7 +17,7 @@ from nilemig.cli.app import (
     handled,
 )
 from nilemig.cli.output import err, escape, out, print_findings
-from nilemig.errors import NilemigError
+from nilemig.errors import AnswerIsNo
 
 
 @app.command()
@@ -123,7 +123,7 @@ def autogen(
                   "(or delete it). Until then `nilemig up` refuses to apply it.")
     errors = [f for f in result.findings if f.severity == "error"]
     if errors:
-        raise NilemigError(f"The new migration {display_path(result.path)} breaks {len(errors)} of Nile's rules "
+        raise AnswerIsNo(f"The new migration {display_path(result.path)} breaks {len(errors)} of Nile's rules "
                            "(listed above); `nilemig up` will refuse it. Fix the models and generate it again, "
                            "or edit the file.")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nilemig.cli.app import app, current_project, handled
+from nilemig.cli.app import app, current_project, handled, warn_password_on_command_line
 from nilemig.cli.output import (
     err,
     escape,
@@ -93,6 +93,7 @@ def verify(
     head with the models. Never touches the database in DATABASE_URL."""
     from nilemig.commands.verify import verify as run_verify
 
+    warn_password_on_command_line(scratch_url, "--scratch-url")
     project = current_project()
     with progress_bar("verifying", disable=as_json) as progress:
         result = run_verify(project, scratch_url, keep, on_start=progress.start, on_step=progress.step)

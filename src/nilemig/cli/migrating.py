@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -17,8 +19,10 @@ from nilemig.cli.app import (
     handled,
 )
 from nilemig.cli.output import err, escape, out, print_findings
+from nilemig.errors import EXIT_ANSWER_IS_NO
 from nilemig.runsettings import (
     LOCK_WAIT_SECONDS,
+    RETRIES,
     STATEMENT_TIMEOUT_SECONDS,
     TABLE_LOCK_TIMEOUT_SECONDS,
     RunSettings,
@@ -33,17 +37,40 @@ def _print_step(verb: str):
     return show
 
 
+def _seconds(allow_zero: bool):
+    least = "0 or more" if allow_zero else "more than 0"
+
+    def check(value: float) -> float:
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise typer.BadParameter(f"{value:g} seconds: it must be {least}.")
+        return value
+
+    return check
+
+
 LockTimeout = Annotated[float, typer.Option(
-    "--lock-timeout", metavar="SECONDS", help="How long to wait for another migration run to finish.")]
+    "--lock-timeout", metavar="SECONDS", callback=_seconds(allow_zero=True),
+    help="How long to wait for another migration run to finish (0: do not wait).")]
 TableLockTimeout = Annotated[float, typer.Option(
-    "--table-lock-timeout", metavar="SECONDS",
-    help="PostgreSQL lock_timeout: give up on a table another session keeps locked.")]
+    "--table-lock-timeout", metavar="SECONDS", callback=_seconds(allow_zero=False),
+    help="PostgreSQL lock_timeout: give up on a table another session keeps locked (then retry).")]
 StatementTimeout = Annotated[float, typer.Option(
-    "--statement-timeout", metavar="SECONDS", help="PostgreSQL statement_timeout for every statement.")]
+    "--statement-timeout", metavar="SECONDS", callback=_seconds(allow_zero=False),
+    help="PostgreSQL statement_timeout for every statement.")]
+Retries = Annotated[int, typer.Option(
+    "--retries", min=0, metavar="N",
+    help="Roll back and run again a migration that lost a lock race or a deadlock, up to N times, with "
+         "exponential backoff (never one with an autocommit_block; 0: never).")]
 
 
-def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float):
-    return RunSettings(lock_timeout, table_lock_timeout, statement_timeout,
+def _steps_back(target: str) -> str:
+    if target.startswith("-") and not re.fullmatch(r"-\d+", target):
+        raise typer.BadParameter(f"no such option {target!r}; a target is -N, a revision id, or base.")
+    return target
+
+
+def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float, retries: int):
+    return RunSettings(lock_timeout, table_lock_timeout, statement_timeout, retries,
                        on_notice=lambda message: err.print(escape(message)))
 
 
@@ -59,6 +86,7 @@ def up(
     lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
+    retries: Retries = RETRIES,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Apply pending migrations, each in its own transaction, after checking them."""
@@ -69,20 +97,23 @@ def up(
     database = chosen_database(project, database_url)
     announce_no_check(no_check)
     options = UpOptions(allow_destructive, allow_edited, not no_check,
-                        _settings(lock_timeout, table_lock_timeout, statement_timeout))
+                        _settings(lock_timeout, table_lock_timeout, statement_timeout, retries))
     result = run_up(project, database, target, on_step=_print_step("applied"), options=options)
     print_findings(result.warnings, "text", stderr=True)
     _print_outcome(result, "Nothing to apply: the database is already at", "Applied")
 
 
-@app.command()
+# `down -2`: Click would read -2 as an option; this lets an unknown option through as the target, and
+# `_steps_back` turns one that is not -N back into a usage error.
+@app.command(context_settings={"ignore_unknown_options": True})
 @handled
 def down(
-    target: Annotated[str, typer.Argument(help="-N, a revision id, or base.")] = "-1",
+    target: Annotated[str, typer.Argument(help="-N, a revision id, or base.", callback=_steps_back)] = "-1",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before undoing several migrations.")] = False,
     lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
+    retries: Retries = RETRIES,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""
@@ -95,7 +126,7 @@ def down(
 
     project = current_project()
     result = run_down(project, chosen_database(project, database_url), target, on_step=_print_step("undone "),
-                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout), confirm=ask_first)
+                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout, retries), confirm=ask_first)
     _print_outcome(result, "Nothing to undo: the database is at", "Undid")
 
 
@@ -131,7 +162,8 @@ def stamp(
 @app.command()
 @handled
 def status(
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 when any migration is pending.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 1 when any migration is pending, or an applied one has no file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -160,12 +192,15 @@ def status(
             out.print(f"[yellow]Stamped:[/]  {revision} is marked applied by a stamp; it never ran here")
         if result.up_to_date:
             out.print("[green]Up to date.[/]")
+        elif not result.pending:
+            out.print("[red]Not up to date:[/] restore the missing migration file(s), e.g. from git; until then "
+                      "`nilemig up` and `down` refuse to run")
         else:
             out.print(f"Pending:  {len(result.pending)} migration(s) — run `nilemig up`")
             for m in result.pending:
                 out.print(f"  {m.revision}  {escape(m.message)}  [dim]{escape(m.path)}[/]")
     if check and not result.up_to_date:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_ANSWER_IS_NO)
 
 
 @app.command()

@@ -21,7 +21,7 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
     def __getattr__(self, name: str) -> Any:

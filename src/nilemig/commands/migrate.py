@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nilemig.config import url_user
 from nilemig.core import (
     alembic_config,
     current_heads,
@@ -18,12 +19,20 @@ from nilemig.core import (
     explain,
     explain_errors,
     failing_frame,
-    failure_reason,
+    has_autocommit_block,
     pending_scripts,
     script_directory,
 )
-from nilemig.errors import NilemigError
+from nilemig.database import TRANSIENT_FAILURES, failure_reason, sqlstate
+from nilemig.errors import (
+    EXIT_INTERRUPTED,
+    AnswerIsNo,
+    NilemigError,
+    UsageError,
+    sentence,
+)
 from nilemig.keys import FINAL_HEADS_KEY, SETTINGS_KEY
+from nilemig.ledger import missing_privilege
 from nilemig.runsettings import RunSettings
 
 if TYPE_CHECKING:
@@ -33,7 +42,6 @@ if TYPE_CHECKING:
     from nilemig.ledger import Drift
 
 DUPLICATE_TABLE = "42P07"
-LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
 
 
@@ -60,7 +68,11 @@ class UpOptions:
 
 
 class Interrupted(NilemigError):
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
+
+
+UP_TARGETS = "head, +N (N of 1 or more), or a revision id (or its first four or more characters)"
+DOWN_TARGETS = "-N (N of 1 or more), a revision id (or its first four or more characters), or base"
 
 
 def up(project: Project, database: Database, target: str = "head",
@@ -71,7 +83,12 @@ def up(project: Project, database: Database, target: str = "head",
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     refuse_drift(drift, options.allow_edited)
-    pending = pending_scripts(scripts, current, target)
+    try:
+        if target.startswith(("+", "-")) and not re.fullmatch(r"\+\d+", target):
+            raise NilemigError(f"{target!r} is not a number of steps up.")
+        pending = pending_scripts(scripts, current, target)
+    except NilemigError as exc:
+        raise bad_target("up", target, UP_TARGETS, exc) from None
     if not options.allow_destructive:
         refuse_unreviewed_destructive(pending)
     warnings = refuse_check_errors(project, pending) if options.check and pending else []
@@ -89,21 +106,30 @@ def down(project: Project, database: Database, target: str = "-1",
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     refuse_drift(drift, allow_edited=True)
+    try:
+        steps = _steps_down(project, scripts, current, target)
+    except NilemigError as exc:
+        raise bad_target("down", target, DOWN_TARGETS, exc) from None
     if confirm is not None:
-        confirm(_steps_down(project, scripts, current, target))
+        confirm(steps)
     return _run(project, database, scripts, command.downgrade, target, on_step, settings, current)
+
+
+def bad_target(command: str, target: str, forms: str, exc: NilemigError) -> UsageError:
+    return UsageError(f"`nilemig {command} {target}` names no migration it can go to: {sentence(exc.message)} "
+                      f"{command} takes {forms}; `nilemig history` lists the revisions. Nothing was changed.")
 
 
 def refuse_drift(drift: Drift, allow_edited: bool) -> None:
     if drift.missing:
-        raise NilemigError(
+        raise AnswerIsNo(
             f"The database has applied migration(s) {', '.join(drift.missing)} that no file in the versions "
             "directory has (deleted, renamed, or from another branch). Restore the file(s), e.g. from git, "
             "then run again; `nilemig status` shows the state. Nothing was changed."
         )
     if drift.edited and not allow_edited:
         listed = ", ".join(f"{display_path(path)} ({revision})" for revision, path in drift.edited)
-        raise NilemigError(
+        raise AnswerIsNo(
             f"Not applying: {len(drift.edited)} migration(s) were edited after they were applied here: {listed}. "
             "The database ran the old version, so the edit will never run on it. Revert the edit and put the "
             "change in a new migration; or, after review, accept the files as they are with "
@@ -120,7 +146,7 @@ def refuse_check_errors(project: Project, pending: list[Script]) -> list:
     result = check(project, only={Path(s.path) for s in pending})
     if result.errors:
         listed = "; ".join(f"{display_path(f.path)}:{f.line} {f.code} {f.message}" for f in result.errors)
-        raise NilemigError(
+        raise AnswerIsNo(
             f"Not applying: nilemig check found {len(result.errors)} error(s) in the pending migrations: {listed}. "
             "Fix them (`nilemig rules CODE` explains each), mark a deliberate one with "
             "`# nilemig: ignore[CODE]`, or run `nilemig up --no-check`. Nothing was applied."
@@ -133,7 +159,7 @@ def refuse_unreviewed_destructive(pending: list[Script]) -> None:
 
     found = [f"{display_path(s.path)}:{line} {reason}" for s in pending for line, reason in unacknowledged_markers(s.path)]
     if found:
-        raise NilemigError(
+        raise AnswerIsNo(
             f"Not applying: {len(found)} destructive operation(s) not reviewed yet: " + "; ".join(found) + ". "
             'Review each, then change its "# nilemig: destructive" comment to "# nilemig: destructive-ok" '
             "(or delete the comment), or run `nilemig up --allow-destructive`. Nothing was applied."
@@ -141,14 +167,14 @@ def refuse_unreviewed_destructive(pending: list[Script]) -> None:
 
 
 def _steps_down(project: Project, scripts: ScriptDirectory, current: tuple[str, ...], target: str) -> int:
-    """How many migrations `down TARGET` would undo."""
-    if not current:
-        return 0
+    """How many migrations `down TARGET` would undo (a target down cannot go to raises)."""
     relative = re.fullmatch(r"-(\d+)", target)
     if relative:
         return int(relative[1])
+    if target.startswith(("+", "-")):
+        raise NilemigError(f"{target!r} is not a number of steps down.")
     with explain_errors(project):
-        return len(list(scripts.iterate_revisions(current, target)))
+        return len(list(scripts.iterate_revisions(current, target))) if current else 0
 
 
 def _run(project, database, scripts, alembic_command, target, on_step, settings, before) -> RunResult:
@@ -211,7 +237,9 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     """One paragraph: which migration failed, why, and where the database stays."""
     frame = failing_frame(exc, project.root)
     script = _script_at(scripts, frame.filename) if frame else None
-    orig = getattr(exc, "orig", None)
+    denied = None if script is not None else missing_privilege(exc, url_user(database.url))
+    if denied is not None:  # on nilemig's or Alembic's own tables, before any migration ran
+        return denied
     reason = failure_reason(exc)
     if script is not None:
         where = f"Migration {script.revision} ({script.doc}) failed at {display_path(script.path)}, line {frame.lineno}"
@@ -220,13 +248,17 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     else:
         where = "A migration failed"
     advice = ""
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate == DUPLICATE_TABLE:
+    code = sqlstate(exc)
+    if code == DUPLICATE_TABLE:
         advice = _duplicate_table_advice(scripts, reason) + " "
-    elif sqlstate == LOCK_NOT_AVAILABLE:
-        advice = ("Another session held a lock on a table this migration changes for longer than the table lock "
-                  "timeout: retry when that work is done, or raise --table-lock-timeout. ")
-    elif sqlstate == QUERY_CANCELED:
+    elif code in TRANSIENT_FAILURES and script is not None and has_autocommit_block(script):
+        advice = (f"Another session got in its way (it {TRANSIENT_FAILURES[code]}). nilemig does not retry a "
+                  "migration with an autocommit_block: what ran in that block is committed already. Run again "
+                  "when that work is done, or raise --table-lock-timeout. ")
+    elif code in TRANSIENT_FAILURES:
+        advice = (f"Another session got in its way (it {TRANSIENT_FAILURES[code]}) on every attempt (--retries). "
+                  "Run again when that work is done, or raise --table-lock-timeout or --retries. ")
+    elif code == QUERY_CANCELED:
         advice = ("A statement ran longer than the statement timeout: raise --statement-timeout, or split the "
                   "migration. ")
     try:
@@ -234,7 +266,7 @@ def migration_failed(exc: Exception, project: Project, database: Database,
     except NilemigError:
         after = "the revision it had before this migration (the connection was lost before it could be checked)"
     applied = f" {len(done)} migration(s) before it were applied." if done else ""
-    return NilemigError(
+    return AnswerIsNo(
         f"{where}: {reason}. {advice}That migration was rolled back; the database is at {after}.{applied}"
     )
 

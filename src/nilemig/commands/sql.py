@@ -6,6 +6,7 @@ import io
 from typing import TYPE_CHECKING
 
 from nilemig.core import alembic_config, explain_errors, script_directory
+from nilemig.errors import UsageError
 
 if TYPE_CHECKING:
     from nilemig.config import Project
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 def render_sql(project: Project, revision_range: str = "head", downgrade: bool = False) -> str:
     from alembic import command
 
+    if revision_range.count(":") > 1:
+        raise UsageError(f"RANGE {revision_range!r} has more than one ':': use a revision (head), or FROM:TO.")
     output = io.StringIO()
     config = alembic_config(project, output=output)
     script_directory(project, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
     connection_heads,
@@ -45,7 +46,7 @@ class Status:
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.drift.missing
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,7 +68,7 @@ def status(project: Project, database: Database) -> Status:
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
-    return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending,
+    return Status(display_url(database.url), current, tuple(scripts.get_heads()), pending,
                   drift, foreign_env_py(project) is None)
 
 
@@ -93,11 +94,13 @@ def rebaseline(project: Project, database: Database, revisions: list[str]) -> li
 def history(project: Project, database: Database) -> list[Migration]:
     """Every migration, newest first, each marked applied or not."""
     from nilemig import ledger
+    from nilemig.commands.migrate import refuse_drift
     from nilemig.database import connect
 
     scripts = script_directory(project, alembic_config(project))
     with connect(database) as connection:
         current = connection_heads(connection)
+        refuse_drift(ledger.drift(connection, scripts, current), allow_edited=True)
         how = ledger.how_applied(connection)
     pending = {s.revision for s in pending_scripts(scripts, current)}
     return [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))

@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
     display_path,
     failing_frame,
-    failure_reason,
     script_directory,
 )
-from nilemig.database import libpq_dsn
+from nilemig.database import failure_reason, libpq_dsn
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
         url = local.create_database(admin, name, None if scratch_url else local.pgdata_dir(project))
     except psycopg.Error as exc:
         raise NilemigError(
-            f"Could not create a scratch database on {admin.render_as_string(hide_password=True)}: "
+            f"Could not create a scratch database on {display_url(admin)}: "
             f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user is a "
             f"superuser: nilemig creates the database, the role {local.DEVELOPER_ROLE} that migrations run as, "
             "and an event trigger (it never uses the database in DATABASE_URL)."
@@ -157,5 +157,5 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
                                         f"the models differ from the schema at head ({head.revision}): "
                                         "run `nilemig autogen` to write the missing migration",
                                         [d.code.replace("\n", " ") for d in drift]))
-        scratch = database.url.render_as_string(hide_password=True)
+        scratch = display_url(database.url)
     return VerifyResult(len(chain), failures, scratch, keep)
