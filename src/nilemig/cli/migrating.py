@@ -152,7 +152,7 @@ def stamp(
 
     project = current_project()
     result = run_stamp(project, chosen_database(project, database_url), revision,
-                       _settings(lock_timeout, TABLE_LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS))
+                       _settings(lock_timeout, TABLE_LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS, retries=0))
     verb = "marked applied (not run)" if result.upward else "no longer marked applied (nothing undone)"
     for step in result.moved:
         err.print(f"  {verb}  {step.revision}  {escape(step.message)}")
