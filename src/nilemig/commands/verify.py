@@ -54,22 +54,24 @@ class VerifyResult:
 
 
 @contextmanager
-def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> Iterator[Database]:
-    """A new database with Nile's built-ins and strictness, on the local server or `scratch_url`'s."""
+def scratch_database(project: Project | None, scratch_url: str | None, keep: bool = False,
+                     source: str = "--scratch-url", prefix: str = "nilemig_verify") -> Iterator[Database]:
+    """A new database with Nile's built-ins and strictness, on the local server (of `project`) or on
+    `scratch_url`'s server (which `source` names in errors); dropped afterwards unless `keep`."""
     import psycopg
 
     from nilemig import local, nile
     from nilemig.config import Database, normalise_url
 
-    admin = normalise_url(scratch_url, "--scratch-url") if scratch_url else local.admin_url(project)
-    name = f"nilemig_verify_{uuid.uuid4().hex[:10]}"
+    admin = normalise_url(scratch_url, source) if scratch_url else local.admin_url(project)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
         raise NilemigError(
             f"Could not create a scratch database on {admin.render_as_string(hide_password=True)}: "
-            f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user may "
+            f"{str(exc).strip().splitlines()[0]}. {source} needs a PostgreSQL server where this user may "
             "CREATE DATABASE (it never uses the database in DATABASE_URL)."
         ) from None
     url = admin.set(database=name)
@@ -77,7 +79,7 @@ def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> I
         with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
             nile.install_builtins(conn)
             nile.install_strictness(conn)
-        yield Database(url, "--scratch-url" if scratch_url else "local")
+        yield Database(url, source if scratch_url else "local")
     finally:
         if not keep:
             with psycopg.connect(libpq_dsn(admin), autocommit=True) as conn:
