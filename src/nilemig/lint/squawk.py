@@ -51,11 +51,17 @@ AUTOCOMMIT_ADVICE = frozenset({"transaction-nesting", "ban-uncommitted-transacti
 _COLUMN_BEFORE_TYPE = re.compile(r'"?(\w+)"?\s+(?:(?:SET\s+DATA\s+)?TYPE\s+)?$', re.IGNORECASE)
 
 
+class SquawkError(NilemigError):
+    """squawk could not run, or is configured wrong: nilemig could not check (exit code 2)."""
+
+    exit_code = 2
+
+
 def executable() -> str:
     """The squawk binary: on PATH, or beside this Python (a virtualenv's bin/ that is not on PATH)."""
     found = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
     if found is None:
-        raise NilemigError(f"nilemig check --squawk needs squawk, which is not installed. {INSTALL_HINT}")
+        raise SquawkError(f"nilemig check --squawk needs squawk, which is not installed. {INSTALL_HINT}")
     return found
 
 
@@ -138,7 +144,7 @@ class Squawk:
         try:
             done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
         except OSError as exc:
-            raise NilemigError(f"Could not run squawk ({self.binary}): {exc}. {INSTALL_HINT}") from None
+            raise SquawkError(f"Could not run squawk ({self.binary}): {exc}. {INSTALL_HINT}") from None
         try:
             reported = json.loads(done.stdout or "[]")
         except json.JSONDecodeError:
@@ -146,7 +152,7 @@ class Squawk:
         # squawk exits 1 when it has findings; anything else, or output that is not its JSON, is a failure.
         if done.returncode not in (0, 1) or not isinstance(reported, list):
             why = (done.stderr or done.stdout).strip().splitlines()
-            raise NilemigError(f"squawk ({self.binary}) failed with exit code {done.returncode}: "
+            raise SquawkError(f"squawk ({self.binary}) failed with exit code {done.returncode}: "
                                f"{why[0] if why else 'no output'}. Check that it is squawk-cli 2.x.")
         return reported
 
@@ -186,5 +192,5 @@ def enabled(settings: dict[str, Any], requested: bool | None, where: str) -> boo
         return requested
     value = settings.get("squawk", False)
     if not isinstance(value, bool):
-        raise NilemigError(f"{where}: [tool.nilemig] squawk must be true or false, not {value!r}.")
+        raise SquawkError(f"{where}: [tool.nilemig] squawk must be true or false, not {value!r}.")
     return value
