@@ -31,7 +31,7 @@ app = typer.Typer(
     help="Safe, Nile-aware database migrations on top of Alembic.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     # Plain help: rendering it with rich would double `nilemig --help`'s start-up time.
     rich_markup_mode=None,
 )

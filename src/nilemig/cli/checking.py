@@ -26,13 +26,16 @@ def check(
     output_format: Annotated[str, typer.Option("--format", help="text, json, or github (workflow annotations).")
                              ] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+    with_squawk: Annotated[Optional[bool], typer.Option(
+        "--squawk/--no-squawk", help="Add squawk's online-safety rules, told about Nile (default: [tool.nilemig] "
+        "squawk in pyproject.toml).", show_default=False)] = None,
 ) -> None:
     """Lint every migration against Nile's rules, from the files alone (no database)."""
     from nilemig.commands.check import run_check
 
     if output_format not in ("text", "json", "github"):
         raise UsageError(f"Unknown --format {output_format!r}: use text, json or github.")
-    result = run_check(current_project())
+    result = run_check(current_project(), with_squawk=with_squawk)
     if output_format == "json":
         out.print_json(json.dumps({"findings": [f.to_json() for f in result.findings],
                                    "errors": len(result.errors), "warnings": len(result.warnings),

@@ -220,12 +220,18 @@ def rebaseline(
 
 @app.command()
 @handled
-def history(database_url: DatabaseUrl = None) -> None:
+def history(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """List migrations, newest first; the database's current revision is marked."""
     from nilemig.commands.status import history as run_history
 
     project = current_project()
     migrations = run_history(project, chosen_database(project, database_url))
+    if as_json:
+        out.print_json(json.dumps({"migrations": [m.to_json() for m in migrations]}))
+        return
     if not migrations:
         out.print("No migrations yet: create one with `nilemig new \"message\"`.")
     for m in migrations:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,11 +22,23 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, emoji=False)
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, emoji=False,
+                                    **colour_settings())
         return self._console
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
+
+
+def colour_settings(environ: dict[str, str] | None = None) -> dict[str, bool | None]:
+    """NO_COLOR (no-color.org) and FORCE_COLOR (force-color.org), read the same way whatever rich's version.
+
+    Each counts when set to anything but the empty string; FORCE_COLOR styles output that goes to a
+    pipe (CI logs), NO_COLOR drops colours but keeps bold, and wins when both are set.
+    """
+    environ = os.environ if environ is None else environ
+    return {"force_terminal": True if environ.get("FORCE_COLOR") else None,
+            "no_color": bool(environ.get("NO_COLOR"))}
 
 
 def escape(text: str) -> str:

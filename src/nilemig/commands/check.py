@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from nilemig.lint.registry import Rule
 
 
-def run_check(project: Project, only: set[Path] | None = None) -> CheckResult:
+def run_check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None) -> CheckResult:
     from nilemig.lint.engine import check
 
-    return check(project, only)
+    return check(project, only, with_squawk)
 
 
 def github_annotations(findings: list[Finding]) -> str:

@@ -54,27 +54,29 @@ class VerifyResult:
 
 
 @contextmanager
-def scratch_database(project: Project, scratch_url: str | None, keep: bool) -> Iterator[Database]:
+def scratch_database(project: Project | None, scratch_url: str | None, keep: bool = False,
+                     source: str = "--scratch-url", prefix: str = "nilemig_verify") -> Iterator[Database]:
     """A new database set up as Nile gives it (built-ins, extensions, strictness, tenant context), on the
-    local server or `scratch_url`'s; migrations run in it as a role that is not a superuser."""
+    local server (of `project`) or on `scratch_url`'s server (which `source` names in errors); migrations run
+    in it as a role that is not a superuser. Dropped afterwards unless `keep`."""
     import psycopg
 
     from nilemig import local
     from nilemig.config import Database, normalise_url
 
-    admin = normalise_url(scratch_url, "--scratch-url") if scratch_url else local.admin_url(project)
-    name = f"nilemig_verify_{uuid.uuid4().hex[:10]}"
+    admin = normalise_url(scratch_url, source) if scratch_url else local.admin_url(project)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         url = local.create_database(admin, name, None if scratch_url else local.pgdata_dir(project))
     except psycopg.Error as exc:
         raise NilemigError(
             f"Could not create a scratch database on {display_url(admin)}: "
-            f"{str(exc).strip().splitlines()[0]}. --scratch-url needs a PostgreSQL server where this user is a "
+            f"{str(exc).strip().splitlines()[0]}. {source} needs a PostgreSQL server where this user is a "
             f"superuser: nilemig creates the database, the role {local.DEVELOPER_ROLE} that migrations run as, "
             "and an event trigger (it never uses the database in DATABASE_URL)."
         ) from None
     try:
-        yield Database(url, "--scratch-url" if scratch_url else "local")
+        yield Database(url, source if scratch_url else "local")
     finally:
         if not keep:
             local.drop_database(admin, name)

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_IGNORE = re.compile(r"#\s*nilemig:\s*ignore\[([A-Z0-9,\s]+)\]")
+# Codes: NILE001, MIG005, SQUAWK:adding-required-field (squawk's rules, `nilemig check --squawk`).
+_IGNORE = re.compile(r"#\s*nilemig:\s*ignore\[([A-Za-z0-9:_,\s-]+)\]")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from nilemig.core import display_path, explain_errors
 from nilemig.errors import NilemigError
-from nilemig.lint import rules  # noqa: F401 - registers the rules
+from nilemig.lint import rules, squawk  # rules: registers the rules
 from nilemig.lint.chain import MigrationFile, read_chain
 from nilemig.lint.registry import ERROR, RULES, Kind
 from nilemig.lint.schema import Location, Schema, apply
@@ -53,29 +53,35 @@ def versions_dir(project: Project) -> Path:
     return Path(location) / "versions"
 
 
-def configured_ignores(project: Project) -> set[str]:
-    """Codes turned off in pyproject.toml: [tool.nilemig] ignore = ["NILE011"]."""
+def tool_settings(project: Project) -> dict[str, Any]:
+    """The project's [tool.nilemig] table in pyproject.toml (empty without one)."""
     pyproject = project.root / "pyproject.toml"
     if not pyproject.is_file():
-        return set()
+        return {}
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     try:
-        settings = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("nilemig", {})
+        return tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("nilemig", {})
     except tomllib.TOMLDecodeError as exc:
         raise NilemigError(f"{display_path(pyproject)} is not valid TOML: {exc}.") from None
+
+
+def configured_ignores(project: Project, settings: dict[str, Any]) -> set[str]:
+    """Codes turned off in pyproject.toml: [tool.nilemig] ignore = ["NILE011", "SQUAWK:prefer-text-field"]."""
+    pyproject = project.root / "pyproject.toml"
     ignored = set(settings.get("ignore", []))
-    unknown = sorted(ignored - set(RULES))
+    unknown = sorted(c for c in ignored - set(RULES) if not c.startswith(squawk.PREFIX))
     if unknown:
         raise NilemigError(f"{display_path(pyproject)}: [tool.nilemig] ignore names unknown rule(s) "
                            f"{', '.join(unknown)}. `nilemig rules` lists them.")
     return ignored
 
 
-def check(project: Project, only: set[Path] | None = None) -> CheckResult:
-    """Lint every migration; report findings in `only` (all files when None)."""
+def check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None) -> CheckResult:
+    """Lint every migration; report findings in `only` (all files when None). `with_squawk`: add squawk's
+    findings (None: as [tool.nilemig] squawk says)."""
     import pglast
 
     from nilemig.lint.render import render
@@ -84,13 +90,16 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
     with explain_errors(project):
         chain = read_chain(paths)
     by_key = {m.key: m for m in chain.migrations}
-    ignored = configured_ignores(project)
+    settings = tool_settings(project)
+    ignored = configured_ignores(project, settings)
+    linter = squawk.Squawk() if squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml")) else None
     findings: list[Finding] = []
 
-    def report(code: str, message: str, migration: MigrationFile, line: int, lines: frozenset[int] = frozenset()):
+    def report(code: str, message: str, migration: MigrationFile, line: int, lines: frozenset[int] = frozenset(),
+               severity: str | None = None):
         if code in ignored or any(code in migration.ignores(n) for n in {line, *lines}):
             return
-        findings.append(Finding(code, RULES[code].severity, message, migration.path, line))
+        findings.append(Finding(code, severity or RULES[code].severity, message, migration.path, line))
 
     known = chain.by_revision()
     loadable = all(down in known for m in chain.migrations for down in m.down_revisions)
@@ -116,6 +125,10 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
                     for message in rule.check(statement):
                         report(rule.code, message, migration, location.line, emitted.lines)
                 apply(schema, raw.stmt, location)
+                if linter:
+                    linter.add(migration, emitted, statement)
+        for found in linter.findings(project.root) if linter else ():
+            report(found.code, found.message, found.migration, found.line, found.lines, found.severity)
 
     for rule in sorted(RULES.values(), key=lambda r: r.code):
         if rule.kind is Kind.CHAIN:
