@@ -90,8 +90,9 @@ def check_error_files_only(root: Path, url: URL) -> None:
     check_error(root, url)
 
 
-def scratch_url(url: URL) -> str:
-    return url_string(url.set(database="postgres"))
+def scratch_url(admin_url: URL) -> str:
+    """--scratch-url: the test server as its superuser (database_url's role may not create databases)."""
+    return url_string(admin_url)
 
 
 UNREACHABLE = "postgres://u@127.0.0.1:1/db"
@@ -144,9 +145,9 @@ CONTRACT: list[tuple[Setup, tuple[str, ...], int]] = [
 
 @pytest.mark.parametrize("setup, args, code", CONTRACT,
                          ids=[f"{' '.join(args)} ({setup.__name__}) -> {code}" for setup, args, code in CONTRACT])
-def test_exit_code(project, database_url, setup, args, code):
+def test_exit_code(project, database_url, pg_server, setup, args, code):
     setup(project, database_url)
-    args = tuple(scratch_url(database_url) if arg == "SCRATCH" else arg for arg in args)
+    args = tuple(scratch_url(pg_server.admin_url) if arg == "SCRATCH" else arg for arg in args)
     result = run_cli(*args)
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output and "This is unexpected" not in result.output

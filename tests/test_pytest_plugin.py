@@ -16,6 +16,8 @@ from sqlalchemy import text
 from nilemig.testing import TEST_DATABASE_VAR
 
 SAMPLE_TEST = '''
+import os
+
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -35,9 +37,9 @@ def test_alembic_engine_is_on_nile_database(alembic_engine, nile_database):
     assert alembic_engine.url.database == nile_database.database
 
 
-def test_assert_migrations_verify(nile_database):
-    server = nile_database.set(database="postgres").render_as_string(hide_password=False)
-    assert_migrations_verify(".", scratch_url=server)
+def test_assert_migrations_verify():
+    # verify makes its scratch database as a superuser of the test server, never on nile_database's role.
+    assert_migrations_verify(".", scratch_url=os.environ["NILEMIG_TEST_DATABASE_URL"])
 '''
 
 
