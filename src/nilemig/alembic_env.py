@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from nilemig import autogen, nile
-from nilemig.config import Project
+from nilemig.config import Database, Project
 from nilemig.core import connection_heads, resolve_database
 from nilemig.keys import (
+    BOOKKEEPING_TABLES,
     CONNECTION_KEY,
     DATABASE_KEY,
     FINAL_HEADS_KEY,
@@ -30,10 +31,15 @@ def configure_options(target_metadata: Any) -> dict[str, Any]:
         # One transaction per migration: a failure rolls back only that migration and
         # leaves alembic_version at the last one that succeeded.
         "transaction_per_migration": True,
-        "include_name": nile.include_name,
+        "include_name": _include_name,
         "include_object": nile.include_object,
         "process_revision_directives": autogen.process_revision_directives,
     }
+
+
+def _include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Nile's filter, and never nilemig's own bookkeeping tables."""
+    return not (type_ == "table" and name in BOOKKEEPING_TABLES) and nile.include_name(name, type_, parent_names)
 
 
 def run_migrations(context: Any, target_metadata: Any) -> None:
@@ -50,27 +56,26 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
         return
 
     on_apply = config.attributes.get(ON_APPLY_KEY)
-    if on_apply is not None:
-        options["on_version_apply"] = on_apply
+    callbacks = [on_apply] if on_apply is not None else []
+    settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
     connection = config.attributes.get(CONNECTION_KEY)
     if connection is not None:
         from sqlalchemy.engine import Engine
 
         if isinstance(connection, Engine):  # pytest-alembic hands over an engine
             with connection.connect() as live:
-                _configure_and_run(context, connection=live, **options)
+                _run_handed_over(context, live, callbacks, settings, options)
         else:
-            _configure_and_run(context, connection=connection, **options)
+            _run_handed_over(context, connection, callbacks, settings, options)
         return
 
-    from nilemig import ledger
+    from nilemig import ledger, tenants
     from nilemig.database import connect, set_timeouts
     from nilemig.runlock import migration_lock
 
     database = config.attributes.get(DATABASE_KEY)
     if database is None:
         database = resolve_database(Project(Path(config.config_file_name).resolve().parent))
-    settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
     with connect(database) as connection:
         set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
         # Lock before Alembic reads the current revision: concurrent runners apply each migration once.
@@ -83,13 +88,28 @@ def run_migrations(context: Any, target_metadata: Any) -> None:
                     f"Recorded {baselined} migration(s) applied before nilemig in {ledger.TABLE}, "
                     "taking their files as they are now as reviewed."
                 )
-            options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
-            _configure_and_run(context, connection=connection, **options)
+            steps = tenants.prepare(context, database, settings)
+            options["on_version_apply"] = [ledger.Recorder(), *callbacks, steps]
+            _configure_and_run(context, steps, connection=connection, **options)
             # Where the run left the database, read under the lock, for nilemig to report.
             config.attributes[FINAL_HEADS_KEY] = connection_heads(connection)
 
 
-def _configure_and_run(context: Any, **options: Any) -> None:
+def _run_handed_over(context: Any, connection: Any, callbacks: list, settings: RunSettings,
+                     options: dict[str, Any]) -> None:
+    """Run on a connection the caller made; for_each_tenant steps only when Alembic owns its transactions."""
+    steps = None
+    if not connection.in_transaction():
+        from nilemig import tenants
+
+        steps = tenants.prepare(context, Database(connection.engine.url, "env.py's connection"), settings)
+    _configure_and_run(context, steps, connection=connection, on_version_apply=[*callbacks, *filter(None, [steps])],
+                       **options)
+
+
+def _configure_and_run(context: Any, steps: Any = None, **options: Any) -> None:
     context.configure(**options)
+    if steps is not None:  # incomplete for_each_tenant steps first, under the run's lock
+        steps.resume(context.get_context())
     with context.begin_transaction():
         context.run_migrations()

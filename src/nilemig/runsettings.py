@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 LOCK_WAIT_SECONDS = 60.0  # for the migration lock another runner holds
 TABLE_LOCK_TIMEOUT_SECONDS = 10.0  # PostgreSQL lock_timeout: never queue behind a long lock
 STATEMENT_TIMEOUT_SECONDS = 900.0  # PostgreSQL statement_timeout for every statement
+TENANT_WORKERS = 4  # connections a for_each_tenant step runs tenants on
 
 
 def _to_stderr(message: str) -> None:
@@ -27,3 +29,6 @@ class RunSettings:
     table_lock_timeout_seconds: float = TABLE_LOCK_TIMEOUT_SECONDS
     statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS
     on_notice: Callable[[str], None] = field(default=_to_stderr)
+    tenant_workers: int = TENANT_WORKERS
+    # Makes a tenants.Progress for each for_each_tenant step (a bar on a terminal); None: plain lines via on_notice.
+    step_progress: Callable[[], Any] | None = None

@@ -16,11 +16,12 @@ from nilemig.cli.app import (
     current_project,
     handled,
 )
-from nilemig.cli.output import err, escape, out, print_findings
+from nilemig.cli.output import err, escape, out, print_findings, step_progress
 from nilemig.runsettings import (
     LOCK_WAIT_SECONDS,
     STATEMENT_TIMEOUT_SECONDS,
     TABLE_LOCK_TIMEOUT_SECONDS,
+    TENANT_WORKERS,
     RunSettings,
 )
 
@@ -39,11 +40,14 @@ TableLockTimeout = Annotated[float, typer.Option(
     help="PostgreSQL lock_timeout: give up on a table another session keeps locked.")]
 StatementTimeout = Annotated[float, typer.Option(
     "--statement-timeout", metavar="SECONDS", help="PostgreSQL statement_timeout for every statement.")]
+TenantWorkers = Annotated[int, typer.Option(
+    "--tenant-workers", metavar="N", min=1, help="Connections a for_each_tenant step runs tenants on.")]
 
 
-def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float):
+def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float, tenant_workers: int):
     return RunSettings(lock_timeout, table_lock_timeout, statement_timeout,
-                       on_notice=lambda message: err.print(escape(message)))
+                       on_notice=lambda message: err.print(escape(message)), tenant_workers=tenant_workers,
+                       step_progress=step_progress if err.is_terminal else None)
 
 
 @app.command()
@@ -58,9 +62,10 @@ def up(
     lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
+    tenant_workers: TenantWorkers = TENANT_WORKERS,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Apply pending migrations, each in its own transaction, after checking them."""
+    """Apply pending migrations, each in its own transaction, after checking them; finish incomplete steps first."""
     from nilemig.commands.migrate import UpOptions
     from nilemig.commands.migrate import up as run_up
 
@@ -68,7 +73,7 @@ def up(
     database = chosen_database(project, database_url)
     announce_no_check(no_check)
     options = UpOptions(allow_destructive, allow_edited, not no_check,
-                        _settings(lock_timeout, table_lock_timeout, statement_timeout))
+                        _settings(lock_timeout, table_lock_timeout, statement_timeout, tenant_workers))
     result = run_up(project, database, target, on_step=_print_step("applied"), options=options)
     print_findings(result.warnings, "text", stderr=True)
     _print_outcome(result, "Nothing to apply: the database is already at", "Applied")
@@ -82,6 +87,7 @@ def down(
     lock_timeout: LockTimeout = LOCK_WAIT_SECONDS,
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
+    tenant_workers: TenantWorkers = TENANT_WORKERS,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""
@@ -94,7 +100,8 @@ def down(
 
     project = current_project()
     result = run_down(project, chosen_database(project, database_url), target, on_step=_print_step("undone "),
-                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout), confirm=ask_first)
+                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout, tenant_workers),
+                      confirm=ask_first)
     _print_outcome(result, "Nothing to undo: the database is at", "Undid")
 
 
@@ -110,7 +117,8 @@ def _print_outcome(result, nothing: str, verb: str) -> None:
 @app.command()
 @handled
 def status(
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 when any migration is pending.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 1 when any migration is pending or a for_each_tenant step is incomplete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -133,9 +141,13 @@ def status(
                       "— revert it, or `nilemig rebaseline` after review")
         for revision in drift.missing:
             out.print(f"[red]Missing:[/]  {revision} is applied but no migration file has it")
+        for state in result.steps:
+            out.print(f"[yellow]Incomplete step:[/] {escape(state.describe())} — run `nilemig up` to resume")
+            for tenant, error in state.errors:
+                out.print(f"  tenant {tenant}: {escape(error)}")
         if result.up_to_date:
             out.print("[green]Up to date.[/]")
-        else:
+        elif result.pending:
             out.print(f"Pending:  {len(result.pending)} migration(s) — run `nilemig up`")
             for m in result.pending:
                 out.print(f"  {m.revision}  {escape(m.message)}  [dim]{escape(m.path)}[/]")
@@ -171,5 +183,7 @@ def history(database_url: DatabaseUrl = None) -> None:
     for m in migrations:
         mark = "[bold green]→ current[/]" if m.current else ("applied" if m.applied else "[yellow]pending[/]")
         out.print(f"{m.revision}  {escape(m.message):<40}  {mark}")
+        for incomplete in m.incomplete:
+            out.print(f"  [yellow]{escape(incomplete)}[/]")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nilemig.core import (
@@ -17,6 +17,7 @@ from nilemig.core import (
 if TYPE_CHECKING:
     from nilemig.config import Database, Project
     from nilemig.ledger import Drift
+    from nilemig.tenants import StepState
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Migration:
     path: str
     applied: bool
     current: bool
+    incomplete: list[str] = field(default_factory=list)  # its for_each_tenant steps not done yet
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -38,10 +40,11 @@ class Status:
     heads: tuple[str, ...]
     pending: list[Migration]
     drift: Drift
+    steps: list[StepState] = field(default_factory=list)  # for_each_tenant steps not complete
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.steps
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +54,7 @@ class Status:
             "pending": [m.to_json() for m in self.pending],
             "up_to_date": self.up_to_date,
             "ledger": self.drift.to_json(),
+            "steps": [s.to_json() for s in self.steps],
         }
 
 
@@ -60,11 +64,13 @@ def _migration(script, applied: bool, current: tuple[str, ...]) -> Migration:
 
 
 def status(project: Project, database: Database) -> Status:
+    from nilemig.tenants import states
+
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
     return Status(database.url.render_as_string(hide_password=True), current, tuple(scripts.get_heads()), pending,
-                  drift)
+                  drift, states(database))
 
 
 def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
@@ -87,8 +93,15 @@ def rebaseline(project: Project, database: Database, revisions: list[str]) -> li
 
 
 def history(project: Project, database: Database) -> list[Migration]:
-    """Every migration, newest first, each marked applied or not."""
+    """Every migration, newest first, each marked applied or not, and with its incomplete steps."""
+    from nilemig.tenants import states
+
     scripts = script_directory(project, alembic_config(project))
     current = current_heads(database)
     pending = {s.revision for s in pending_scripts(scripts, current)}
-    return [_migration(s, s.revision not in pending, current) for s in scripts.walk_revisions()]
+    migrations = [_migration(s, s.revision not in pending, current) for s in scripts.walk_revisions()]
+    by_revision = {m.revision: m for m in migrations}
+    for state in states(database):
+        if state.step.revision in by_revision:
+            by_revision[state.step.revision].incomplete.append(state.describe())
+    return migrations
