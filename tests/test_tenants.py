@@ -271,3 +271,50 @@ def test_exactly_once_under_kill_9(project, pg_server):
     finally:
         pg_server.drop_database(template)
     assert partial >= 3, f"the kills should land inside the step, not only around it ({partial})"
+
+
+STEP_CHECK = '''
+from nilemig.tenants import for_each_tenant
+
+def upgrade():
+    op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("label", sa.Text))
+    op.create_table("todos", sa.Column("id", sa.Uuid, primary_key=True),
+                    sa.Column("tenant_id", sa.Uuid, primary_key=True), sa.Column("n", sa.Integer))
+    for_each_tenant("fine", "UPDATE todos SET n = 0 WHERE n IS NULL; DELETE FROM todos WHERE n < 0")
+    for_each_tenant("pinned", "UPDATE todos SET n = 1 WHERE tenant_id = '0190a1b2-0000-7000-8000-000000000001'::uuid")
+    for_each_tenant("pinned insert", "INSERT INTO todos (id, tenant_id) VALUES (gen_random_uuid(), 'abc')")
+    for_each_tenant("pinned list", "DELETE FROM todos WHERE tenant_id IN ('a', 'b')")
+    for_each_tenant("shared", "INSERT INTO plans (id) VALUES (gen_random_uuid())")
+    for_each_tenant("python", lambda conn, tenant_id: None)
+    op.execute("UPDATE todos SET n = 2")
+'''
+
+
+def test_check_knows_steps(tmp_path):
+    from lintkit import check_example
+
+    findings = check_example(tmp_path / "p", STEP_CHECK).findings
+    by_line = {(f.line, f.code) for f in findings}
+    lines = STEP_CHECK.strip("\n").splitlines()
+    line_of = {word: n + 9 for n, text in enumerate(lines) for word in ('"fine"', '"pinned"', '"pinned insert"',
+                                                                       '"pinned list"', '"shared"', '"python"',
+                                                                       "op.execute") if word in text}
+    nile013 = sorted(line for line, code in by_line if code == "NILE013")
+    assert nile013 == sorted(line_of[w] for w in ('"pinned"', '"pinned insert"', '"pinned list"', '"shared"'))
+    assert [line for line, code in by_line if code == "NILE012"] == [line_of["op.execute"]]
+    (nile012,) = [f for f in findings if f.code == "NILE012"]
+    assert "for_each_tenant" in nile012.message
+    assert "for_each_tenant" in run_cli("rules", "NILE012").stdout
+
+
+def test_for_each_tenant_outside_a_migration_or_with_bad_arguments():
+    from nilemig.errors import NilemigError
+    from nilemig.tenants import for_each_tenant
+
+    with pytest.raises(NilemigError, match="outside a migration"):
+        for_each_tenant("x", "SELECT 1")
+    for bad in [("", "SELECT 1"), ("x", " "), ("x", 42)]:
+        with pytest.raises(NilemigError):
+            for_each_tenant(*bad)
+    with pytest.raises(NilemigError, match="tenants="):
+        for_each_tenant("x", "SELECT 1", tenants="")

@@ -14,6 +14,7 @@ from nilemig.lint import rules  # noqa: F401 - registers the rules
 from nilemig.lint.chain import MigrationFile, read_chain
 from nilemig.lint.registry import ERROR, RULES, Kind
 from nilemig.lint.schema import Location, Schema, apply
+from nilemig.tenants import template_sql
 
 if TYPE_CHECKING:
     from nilemig.config import Project
@@ -105,17 +106,20 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
         for emitted in rendered.statements:
             migration = by_key[rendered.keys[emitted.location.path]]
             location = Location(migration.path, emitted.location.line)
+            # A for_each_tenant step renders as a commented template: its SQL is checked as a step's.
+            step_sql = template_sql(emitted.sql)
             try:
-                parsed = pglast.parse_sql(emitted.sql)
+                parsed = pglast.parse_sql(emitted.sql if step_sql is None else step_sql)
             except pglast.parser.ParseError as exc:
                 chain.sql_errors.append((migration.path, location.line, str(exc)))
                 continue
             for raw in parsed:
-                statement = rules.Statement(raw.stmt, schema, location)
+                statement = rules.Statement(raw.stmt, schema, location, in_step=step_sql is not None)
                 for rule in statement_rules:
                     for message in rule.check(statement):
                         report(rule.code, message, migration, location.line, emitted.lines)
-                apply(schema, raw.stmt, location)
+                if step_sql is None:
+                    apply(schema, raw.stmt, location)
 
     for rule in sorted(RULES.values(), key=lambda r: r.code):
         if rule.kind is Kind.CHAIN:
