@@ -139,7 +139,7 @@ def for_each_tenant(name: str, sql_or_callable: str | Action, tenants: str | Non
 
     try:
         context = op.get_context()
-    except NameError:
+    except (NameError, AttributeError):  # no migration running: Alembic's proxy was never, or is no longer, set
         raise NilemigError(f"for_each_tenant({name!r}) was called outside a migration: call it from a "
                            "migration's upgrade() or downgrade().") from None
     if context.as_sql:
