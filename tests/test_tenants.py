@@ -169,19 +169,35 @@ def test_tenants_run_on_parallel_workers(todos, database_url):
 
 
 def test_a_second_runner_waits_on_the_lock_while_a_step_runs(todos, database_url):
-    seed(database_url, 20)
-    step_migration("slow bump", f"{BUMP}; SELECT pg_sleep(0.1)")
-    first = spawn(todos.parents[2], database_url, "up", "--tenant-workers", "1")
-    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-        for _ in range(300):
-            if conn.execute("SELECT count(*) FROM todos WHERE n = 1").fetchone()[0]:
-                break
+    seed(database_url, 10)
+    # The step waits for an advisory lock the test holds, so the first run is inside its step for sure.
+    step_migration("gated bump", f"SELECT pg_advisory_xact_lock_shared(4242); {BUMP}")
+
+    def sessions(conn) -> int:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nilemig' "
+                            "AND datname = current_database()").fetchone()[0]
+
+    def until(condition) -> None:
+        for _ in range(600):
+            if condition():
+                return
             time.sleep(0.05)
-    second = spawn(todos.parents[2], database_url, "up")
+        pytest.fail("timed out")
+
+    with psycopg.connect(libpq(database_url), autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        first = spawn(todos.parents[2], database_url, "up", "--tenant-workers", "1", "--table-lock-timeout", "120")
+        until(lambda: gate.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   "AND application_name = 'nilemig'").fetchone()[0] == 1)
+        running = sessions(gate)
+        second = spawn(todos.parents[2], database_url, "up")
+        until(lambda: sessions(gate) > running)
+        time.sleep(1)
+        gate.execute("SELECT pg_advisory_unlock(4242)")
     assert first.wait(timeout=120) == 0, first.stderr.read()
     assert second.wait(timeout=120) == 0
     assert "waiting" in second.stderr.read()
-    assert counts(database_url) == {1: 60}
+    assert counts(database_url) == {1: 30}
 
 
 def test_a_step_in_downgrade_and_the_offline_sql(todos, database_url):
@@ -214,7 +230,8 @@ def test_plain_alembic_runs_steps(todos, database_url):
     seed(database_url, 3)
     step_migration("bump n")
     env = {**os.environ, "DATABASE_URL": url_string(database_url)}
-    done = subprocess.run([str(Path(sys.executable).parent / "alembic"), "upgrade", "head"], cwd=todos.parents[2],
+    done = subprocess.run([str(Path(sys.executable).parent / "alembic"), "upgrade", "head"], check=False,
+                          cwd=todos.parents[2],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert counts(database_url) == {1: 9}
