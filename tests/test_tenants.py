@@ -335,3 +335,22 @@ def test_for_each_tenant_outside_a_migration_or_with_bad_arguments():
             for_each_tenant(*bad)
     with pytest.raises(NilemigError, match="tenants="):
         for_each_tenant("x", "SELECT 1", tenants="")
+
+
+def test_verify_runs_steps_on_seeded_tenants_and_rows(project, pg_server):
+    import json
+
+    first = new_migration("create todos", TODOS, "op.drop_table('todos')")
+    step_migration("bump n", downgrade=f"{IMPORT}for_each_tenant('unbump', 'SELECT 1')")
+
+    def verify() -> list[dict]:
+        result = run_cli("verify", "--scratch-url", url_string(pg_server.admin_url), "--json")
+        return [f for f in json.loads(result.stdout)["failures"] if f["kind"] != "models"]
+
+    assert verify() == []
+    # Fails only when the step meets a row: the scratch database had tenants with rows.
+    step_migration("divide", f"UPDATE todos SET n = n / 0 {SCOPED}")
+    (failure,) = verify()
+    assert failure["kind"] == "upgrade" and "Step 'divide'" in failure["message"]
+    assert "division by zero" in failure["message"] and "3 of 3 tenant(s)" in failure["message"]
+    assert first.exists()
