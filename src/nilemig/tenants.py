@@ -60,6 +60,7 @@ ATTEMPTS = 6
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 5.0
 ERRORS_SHOWN = 5
+TICK_SECONDS = 0.1  # how often the progress is brought up to date
 TEMPLATE_MARK = "-- nilemig: for_each_tenant "
 _EACH_TENANT = "SET LOCAL nile.tenant_id = '<each tenant>';"
 _CALLABLE_MARK = "-- (Python callable "
@@ -609,6 +610,7 @@ class _Run:
         self.errors: list[tuple[str, str]] = []
         self.fatal: BaseException | None = None
         self.threads: list[threading.Thread] = []
+        self.next_tick = 0.0
 
     def _session(self) -> _SqlSession | _CallableSession:
         return (_SqlSession if self.step.sql is not None else _CallableSession)(self.database, self.step,
@@ -623,18 +625,21 @@ class _Run:
     def put(self, tenant: str, tick: Callable[[], None]) -> bool:
         """Hand a tenant to the workers; False when they have stopped."""
         while not self.halt.is_set():
+            if time.monotonic() >= self.next_tick:
+                self.next_tick = time.monotonic() + TICK_SECONDS
+                tick()
             try:
-                self.queue.put(tenant, timeout=0.1)
+                self.queue.put(tenant, timeout=TICK_SECONDS)
                 return True
             except queue.Full:
-                tick()
+                continue
         return False
 
     def wait_idle(self, tick: Callable[[], None]) -> None:
         """Until every tenant handed out so far is finished."""
         while self.queue.unfinished_tasks and not self.halt.is_set():
             tick()
-            time.sleep(0.05)
+            time.sleep(TICK_SECONDS)
 
     def stop(self) -> None:
         self.halt.set()

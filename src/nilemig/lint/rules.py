@@ -451,13 +451,10 @@ def _pinned_tenant_ids(node: Any) -> Iterator[str]:
     from nilemig.tenants import for_each_tenant
 
     def upgrade():
-        op.create_table(
-            "todos",
-            sa.Column("id", sa.Uuid, primary_key=True),
-            sa.Column("tenant_id", sa.Uuid, primary_key=True),
-            sa.Column("priority", sa.Integer),
-        )
-        for_each_tenant("backfill priority", "UPDATE todos SET priority = 0 WHERE priority IS NULL")
+        op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("label", sa.Text))
+        op.execute("UPDATE plans SET label = 'free' WHERE label IS NULL")
+        op.create_table("notes", sa.Column("tenant_id", sa.Uuid, primary_key=True), sa.Column("plan", sa.Text))
+        for_each_tenant("notes on the free plan", "UPDATE notes SET plan = 'free' WHERE plan IS NULL")
     """,
 )
 def step_outside_its_tenant(stmt: Statement) -> Iterator[str]:
