@@ -65,7 +65,13 @@ class _StepBar:
     """A for_each_tenant step's bar on stderr (tenants.Progress): done/total, rate, ETA, failures."""
 
     def start(self, title: str, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("tenants, {task.fields[rate]}/s, ETA"), TimeRemainingColumn(),
