@@ -239,12 +239,13 @@ def test_plain_alembic_runs_steps(todos, database_url):
 
 def test_exactly_once_under_kill_9(project, pg_server):
     """20 `kill -9`s at random moments of a run with a step; after resuming, every row was bumped once."""
+    tenants, rows = 1000, 2
     new_migration("create todos", TODOS, "op.drop_table('todos')")
-    step_migration("bump n")
+    step_migration("bump n", f"{BUMP}; SELECT pg_sleep(0.002)")  # a step of a few seconds to land kills in
     template = pg_server.create_database()
     run = run_cli("up", "+1", "--database-url", url_string(template))
     assert run.exit_code == 0, run.output
-    seed(template, 400, rows=2)
+    seed(template, tenants, rows)
 
     def fresh():
         url = template.set(database=f"k_{random.getrandbits(40):x}")
@@ -252,19 +253,34 @@ def test_exactly_once_under_kill_9(project, pg_server):
             conn.execute(f'CREATE DATABASE "{url.database}" TEMPLATE "{template.database}"')
         return url
 
+    def start(url) -> tuple[subprocess.Popen, float]:
+        """A run, and the moment its step had done its first tenant."""
+        runner = spawn(project, url, "up", "--no-check", "--tenant-workers", "2")
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            while runner.poll() is None:
+                if conn.execute("SELECT to_regclass('nilemig_step_tenants') IS NOT NULL").fetchone()[0] and \
+                        conn.execute("SELECT EXISTS (SELECT FROM nilemig_step_tenants)").fetchone()[0]:
+                    break
+                time.sleep(0.01)
+        return runner, time.monotonic()
+
     url = fresh()
-    started = time.monotonic()
-    assert spawn(project, url, "up", "--tenant-workers", "2").wait(timeout=120) == 0
-    full_run = time.monotonic() - started
+    runner, step_started = start(url)
+    assert runner.wait(timeout=120) == 0, runner.stderr.read()
+    step_time = time.monotonic() - step_started
     pg_server.drop_database(url)
     rng = random.Random(20261126)
     partial = 0
     try:
-        for _ in range(20):
+        for round_ in range(20):
             url = fresh()
             try:
-                runner = spawn(project, url, "up", "--tenant-workers", "2")
-                time.sleep(rng.uniform(0.2, 1.0) * full_run)
+                if round_ % 5 == 0:  # now and then before the step: in start-up or the migration itself
+                    runner = spawn(project, url, "up", "--no-check", "--tenant-workers", "2")
+                    time.sleep(rng.uniform(0.2, 2.0))
+                else:
+                    runner, _ = start(url)
+                    time.sleep(rng.uniform(0, 1.0) * step_time)
                 runner.send_signal(signal.SIGKILL)
                 runner.wait(timeout=60)
                 with psycopg.connect(libpq(url)) as conn:
@@ -279,15 +295,15 @@ def test_exactly_once_under_kill_9(project, pg_server):
                     else:
                         recorded = 0
                     assert bumped == recorded
-                partial += 0 < bumped < 400
-                resumed = run_cli("up", "--database-url", url_string(url))
+                partial += 0 < bumped < tenants
+                resumed = run_cli("up", "--no-check", "--database-url", url_string(url))
                 assert resumed.exit_code == 0, resumed.output
-                assert counts(url) == {1: 800}
+                assert counts(url) == {1: tenants * rows}
             finally:
                 pg_server.drop_database(url)
     finally:
         pg_server.drop_database(template)
-    assert partial >= 3, f"the kills should land inside the step, not only around it ({partial})"
+    assert partial >= 8, f"the kills should land inside the step ({partial} of 20 did)"
 
 
 STEP_CHECK = '''
