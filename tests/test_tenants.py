@@ -21,7 +21,7 @@ import pytest
 from conftest import current_revision, libpq, new_migration, run_cli, url_string
 
 SCOPED = "WHERE tenant_id = current_setting('nile.tenant_id')::uuid"
-BUMP = f"UPDATE todos SET n = n + 1 {SCOPED}"
+BUMP = f"UPDATE todos SET n = n + 1 {SCOPED}".strip()
 IMPORT = "from nilemig.tenants import for_each_tenant\n    "
 TODOS = ("op.create_table('todos', sa.Column('tenant_id', sa.Uuid, primary_key=True), "
          "sa.Column('id', sa.Integer, primary_key=True, autoincrement=False), "
@@ -239,9 +239,9 @@ def test_plain_alembic_runs_steps(todos, database_url):
 
 def test_exactly_once_under_kill_9(project, pg_server):
     """20 `kill -9`s at random moments of a run with a step; after resuming, every row was bumped once."""
-    tenants, rows = 1000, 2
+    tenants, rows = 400, 2
     new_migration("create todos", TODOS, "op.drop_table('todos')")
-    step_migration("bump n", f"{BUMP}; SELECT pg_sleep(0.002)")  # a step of a few seconds to land kills in
+    step_migration("bump n", f"{BUMP}; SELECT pg_sleep(0.005)")  # a step of a second or two to land kills in
     template = pg_server.create_database()
     run = run_cli("up", "+1", "--database-url", url_string(template))
     assert run.exit_code == 0, run.output
@@ -250,7 +250,8 @@ def test_exactly_once_under_kill_9(project, pg_server):
     def fresh():
         url = template.set(database=f"k_{random.getrandbits(40):x}")
         with psycopg.connect(libpq(pg_server.admin_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{url.database}" TEMPLATE "{template.database}"')
+            conn.execute(f'CREATE DATABASE "{url.database}" TEMPLATE "{template.database}" '
+                         f'OWNER "{template.username}"')
         return url
 
     def start(url) -> tuple[subprocess.Popen, float]:
