@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nilemig import autogen, nile
-from nilemig.config import Project
+from nilemig.config import Database, Project
 from nilemig.core import connection_heads, resolve_database, retry_transient_failures
 from nilemig.keys import (
     CONNECTION_KEY,
@@ -75,27 +75,26 @@ def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -
         return
 
     on_apply = config.attributes.get(ON_APPLY_KEY)
-    if on_apply is not None:
-        options["on_version_apply"] = on_apply
+    callbacks = [on_apply] if on_apply is not None else []
+    settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
     connection = config.attributes.get(CONNECTION_KEY)
     if connection is not None:
         from sqlalchemy.engine import Engine
 
         if isinstance(connection, Engine):  # pytest-alembic hands over an engine
             with connection.connect() as live:
-                _configure_and_run(context, connection=live, **options)
+                _run_handed_over(context, live, callbacks, settings, options)
         else:
-            _configure_and_run(context, connection=connection, **options)
+            _run_handed_over(context, connection, callbacks, settings, options)
         return
 
-    from nilemig import ledger
+    from nilemig import ledger, tenants
     from nilemig.database import connect, set_timeouts
     from nilemig.runlock import migration_lock
 
     database = config.attributes.get(DATABASE_KEY)
     if database is None:
         database = resolve_database(Project(Path(config.config_file_name).resolve().parent))
-    settings = config.attributes.get(SETTINGS_KEY) or RunSettings()
     version_table = {k: v for k, v in options.items() if k in ("version_table", "version_table_schema")}
     with connect(database) as connection:
         set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
@@ -109,15 +108,31 @@ def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -
                     f"Recorded {baselined} migration(s) applied before nilemig in {ledger.TABLE}, "
                     "taking their files as they are now as reviewed."
                 )
-            options["on_version_apply"] = [ledger.Recorder(), *([on_apply] if on_apply else [])]
-            _configure_and_run(context, settings, connection=connection, **options)
+            steps = tenants.prepare(context, database, settings)
+            options["on_version_apply"] = [ledger.Recorder(), *callbacks, steps]
+            _configure_and_run(context, steps, settings, connection=connection, **options)
             # Where the run left the database, read under the lock, for nilemig to report.
             config.attributes[FINAL_HEADS_KEY] = connection_heads(connection, **version_table)
 
 
-def _configure_and_run(context: Any, retrying: RunSettings | None = None, **options: Any) -> None:
+def _run_handed_over(context: Any, connection: Any, callbacks: list, settings: RunSettings,
+                     options: dict[str, Any]) -> None:
+    """Run on a connection the caller made; for_each_tenant steps only when Alembic owns its transactions."""
+    steps = None
+    if not connection.in_transaction():
+        from nilemig import tenants
+
+        steps = tenants.prepare(context, Database(connection.engine.url, "env.py's connection"), settings)
+    _configure_and_run(context, steps, connection=connection, on_version_apply=[*callbacks, *filter(None, [steps])],
+                       **options)
+
+
+def _configure_and_run(context: Any, steps: Any = None, retrying: RunSettings | None = None,
+                       **options: Any) -> None:
     context.configure(**options)
     if retrying is not None:
         retry_transient_failures(context.get_context(), retrying)
+    if steps is not None:  # incomplete for_each_tenant steps first, under the run's lock
+        steps.resume(context.get_context())
     with context.begin_transaction():
         context.run_migrations()

@@ -12,9 +12,15 @@ FROM_CLI_KEY = "nilemig_cli"
 SETTINGS_KEY = "nilemig_run_settings"
 FINAL_HEADS_KEY = "nilemig_final_heads"
 CAPTURE_KEY = "nilemig_capture"
+# The tenants.StepRunner of an online run, where for_each_tenant registers its steps.
+STEP_RUNNER_KEY = "nilemig_step_runner"
 # pytest-alembic and Alembic's cookbook hand a live connection over under this key.
 CONNECTION_KEY = "connection"
 
 # nilemig's own tables, beside Alembic's.
 LEDGER_TABLE = "nilemig_ledger"
 VERSION_TABLE = "alembic_version"
+STEPS_TABLE = "nilemig_steps"  # shared: one row per for_each_tenant step a migration registered
+STEP_TENANTS_TABLE = "nilemig_step_tenants"  # tenant-aware: one row per tenant a step is done for
+STEP_FAILURES_TABLE = "nilemig_step_failures"  # tenant-aware: the last error of a tenant not done yet
+BOOKKEEPING_TABLES = frozenset({LEDGER_TABLE, STEPS_TABLE, STEP_TENANTS_TABLE, STEP_FAILURES_TABLE})

@@ -14,7 +14,7 @@ from sqlalchemy import Column, ForeignKey, MetaData, Table, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nilemig.keys import LEDGER_TABLE
+from nilemig.keys import BOOKKEEPING_TABLES
 
 if TYPE_CHECKING:
     import psycopg
@@ -125,12 +125,12 @@ class TenantAware:
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    """Alembic autogenerate hook: skip Nile's built-in schemas and tables, and nilemig's ledger."""
+    """Alembic autogenerate hook: skip Nile's built-in schemas and tables, and nilemig's bookkeeping tables."""
     if type_ == "schema":
         return name not in BUILTIN_SCHEMAS
     if type_ == "table":
         schema = parent_names.get("schema_name")
-        if name == LEDGER_TABLE:
+        if name in BOOKKEEPING_TABLES:
             return False
         return not (schema in BUILTIN_SCHEMAS or (name == "distributed_transactions" and schema in (None, "public")))
     return True

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nilemig import nile
-from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
+from nilemig.keys import BOOKKEEPING_TABLES, VERSION_TABLE
 
 if TYPE_CHECKING:
     import psycopg
 
 _SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", *sorted(nile.BUILTIN_SCHEMAS))
-_SKIPPED_TABLES = (VERSION_TABLE, LEDGER_TABLE)
+_SKIPPED_TABLES = (VERSION_TABLE, *sorted(BOOKKEEPING_TABLES))
 
 # Concatenation rather than format(): these strings go through psycopg, for which % is a placeholder.
 _QUERIES = {

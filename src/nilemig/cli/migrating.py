@@ -18,13 +18,14 @@ from nilemig.cli.app import (
     current_project,
     handled,
 )
-from nilemig.cli.output import err, escape, out, print_findings
+from nilemig.cli.output import err, escape, out, print_findings, step_progress
 from nilemig.errors import EXIT_ANSWER_IS_NO
 from nilemig.runsettings import (
     LOCK_WAIT_SECONDS,
     RETRIES,
     STATEMENT_TIMEOUT_SECONDS,
     TABLE_LOCK_TIMEOUT_SECONDS,
+    TENANT_WORKERS,
     RunSettings,
 )
 
@@ -61,6 +62,8 @@ Retries = Annotated[int, typer.Option(
     "--retries", min=0, metavar="N",
     help="Roll back and run again a migration that lost a lock race or a deadlock, up to N times, with "
          "exponential backoff (never one with an autocommit_block; 0: never).")]
+TenantWorkers = Annotated[int, typer.Option(
+    "--tenant-workers", metavar="N", min=1, help="Connections a for_each_tenant step runs tenants on.")]
 
 
 def _steps_back(target: str) -> str:
@@ -69,9 +72,11 @@ def _steps_back(target: str) -> str:
     return target
 
 
-def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float, retries: int):
+def _settings(lock_timeout: float, table_lock_timeout: float, statement_timeout: float, retries: int,
+              tenant_workers: int = TENANT_WORKERS):
     return RunSettings(lock_timeout, table_lock_timeout, statement_timeout, retries,
-                       on_notice=lambda message: err.print(escape(message)))
+                       on_notice=lambda message: err.print(escape(message)), tenant_workers=tenant_workers,
+                       step_progress=step_progress if err.is_terminal else None)
 
 
 @app.command()
@@ -87,9 +92,10 @@ def up(
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
     retries: Retries = RETRIES,
+    tenant_workers: TenantWorkers = TENANT_WORKERS,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Apply pending migrations, each in its own transaction, after checking them."""
+    """Apply pending migrations, each in its own transaction, after checking them; finish incomplete steps first."""
     from nilemig.commands.migrate import UpOptions
     from nilemig.commands.migrate import up as run_up
 
@@ -97,7 +103,7 @@ def up(
     database = chosen_database(project, database_url)
     announce_no_check(no_check)
     options = UpOptions(allow_destructive, allow_edited, not no_check,
-                        _settings(lock_timeout, table_lock_timeout, statement_timeout, retries))
+                        _settings(lock_timeout, table_lock_timeout, statement_timeout, retries, tenant_workers))
     result = run_up(project, database, target, on_step=_print_step("applied"), options=options)
     print_findings(result.warnings, "text", stderr=True)
     _print_outcome(result, "Nothing to apply: the database is already at", "Applied")
@@ -114,6 +120,7 @@ def down(
     table_lock_timeout: TableLockTimeout = TABLE_LOCK_TIMEOUT_SECONDS,
     statement_timeout: StatementTimeout = STATEMENT_TIMEOUT_SECONDS,
     retries: Retries = RETRIES,
+    tenant_workers: TenantWorkers = TENANT_WORKERS,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo migrations: one by default; more, or to base, only after confirmation."""
@@ -126,7 +133,8 @@ def down(
 
     project = current_project()
     result = run_down(project, chosen_database(project, database_url), target, on_step=_print_step("undone "),
-                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout, retries), confirm=ask_first)
+                      settings=_settings(lock_timeout, table_lock_timeout, statement_timeout, retries,
+                                         tenant_workers), confirm=ask_first)
     _print_outcome(result, "Nothing to undo: the database is at", "Undid")
 
 
@@ -163,7 +171,8 @@ def stamp(
 @handled
 def status(
     check: Annotated[bool, typer.Option(
-        "--check", help="Exit 1 when any migration is pending, or an applied one has no file.")] = False,
+        "--check", help="Exit 1 when any migration is pending, an applied one has no file, or a "
+                        "for_each_tenant step is incomplete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -190,12 +199,16 @@ def status(
             out.print(f"[red]Missing:[/]  {revision} is applied but no migration file has it")
         for revision in drift.stamped:
             out.print(f"[yellow]Stamped:[/]  {revision} is marked applied by a stamp; it never ran here")
+        for state in result.steps:
+            out.print(f"[yellow]Incomplete step:[/] {escape(state.describe())} — run `nilemig up` to resume")
+            for tenant, error in state.errors:
+                out.print(f"  tenant {tenant}: {escape(error)}")
         if result.up_to_date:
             out.print("[green]Up to date.[/]")
-        elif not result.pending:
+        elif drift.missing:
             out.print("[red]Not up to date:[/] restore the missing migration file(s), e.g. from git; until then "
                       "`nilemig up` and `down` refuse to run")
-        else:
+        elif result.pending:
             out.print(f"Pending:  {len(result.pending)} migration(s) — run `nilemig up`")
             for m in result.pending:
                 out.print(f"  {m.revision}  {escape(m.message)}  [dim]{escape(m.path)}[/]")
@@ -239,5 +252,7 @@ def history(
         if m.current:
             mark = f"[bold green]→ current[/] ({mark})"
         out.print(f"{m.revision}  {escape(m.message):<40}  {mark}")
+        for incomplete in m.incomplete:
+            out.print(f"  [yellow]{escape(incomplete)}[/]")
 
 

@@ -74,6 +74,38 @@ def progress_bar(description: str, disable: bool = False) -> Iterator[_Progress]
         yield _Progress(progress, progress.add_task(description, total=None))
 
 
+class _StepBar:
+    """A for_each_tenant step's bar on stderr (tenants.Progress): done/total, rate, ETA, failures."""
+
+    def start(self, title: str, total: int, done: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("tenants, {task.fields[rate]}/s, ETA"), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[failed]}"), console=err.console)
+        self._progress.start()
+        self._task = self._progress.add_task(escape(title), total=total, completed=done, rate="-", failed="")
+
+    def update(self, done: int, failed: int) -> None:
+        speed = self._progress.tasks[0].speed
+        self._progress.update(self._task, completed=done, rate=f"{speed:.0f}" if speed else "-",
+                              failed=f"[red]{failed} failed[/]" if failed else "")
+
+    def finish(self, done: int, failed: int) -> None:
+        self.update(done, failed)
+        self._progress.stop()
+
+
+def step_progress() -> _StepBar:
+    return _StepBar()
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     from rich.table import Table
 

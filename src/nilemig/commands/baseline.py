@@ -27,7 +27,7 @@ from nilemig.core import (
     script_directory,
 )
 from nilemig.errors import NilemigError
-from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
+from nilemig.keys import BOOKKEEPING_TABLES, VERSION_TABLE
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -151,7 +151,7 @@ def _schema_at_head(project: Project, scratch_url: str | None) -> MetaData:
 
 
 def _is_own_table(table: str) -> bool:
-    return not nile.is_builtin_table(table) and table not in (LEDGER_TABLE, VERSION_TABLE)
+    return not nile.is_builtin_table(table) and table not in BOOKKEEPING_TABLES | {VERSION_TABLE}
 
 
 def _creation_ops(connection: Connection, at_head: MetaData | None) -> tuple[ops.UpgradeOps, ops.DowngradeOps,

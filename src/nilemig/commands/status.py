@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nilemig.config import display_url
@@ -19,6 +19,7 @@ from nilemig.core import (
 if TYPE_CHECKING:
     from nilemig.config import Database, Project
     from nilemig.ledger import Drift
+    from nilemig.tenants import StepState
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Migration:
     applied: bool
     current: bool
     how: str | None = None  # ledger.APPLIED, BASELINE or STAMPED when the ledger knows; None when pending
+    incomplete: list[str] = field(default_factory=list)  # its for_each_tenant steps not done yet
 
 
     def to_json(self) -> dict[str, Any]:
@@ -43,10 +45,11 @@ class Status:
     pending: list[Migration]
     drift: Drift
     ledger_kept: bool = True  # False when the project's env.py is not nilemig's: nothing records migrations
+    steps: list[StepState] = field(default_factory=list)  # for_each_tenant steps not complete
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending and not self.drift.missing
+        return not self.pending and not self.drift.missing and not self.steps
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class Status:
             "pending": [m.to_json() for m in self.pending],
             "up_to_date": self.up_to_date,
             "ledger": {**self.drift.to_json(), "kept": self.ledger_kept},
+            "steps": [s.to_json() for s in self.steps],
         }
 
 
@@ -65,11 +69,13 @@ def _migration(script, applied: bool, current: tuple[str, ...], how: str | None 
 
 
 def status(project: Project, database: Database) -> Status:
+    from nilemig.tenants import states
+
     scripts = script_directory(project, alembic_config(project))
     current, drift = database_state(database, scripts)
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
     return Status(display_url(database.url), current, tuple(scripts.get_heads()), pending,
-                  drift, foreign_env_py(project) is None)
+                  drift, foreign_env_py(project) is None, states(database))
 
 
 def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
@@ -92,10 +98,11 @@ def rebaseline(project: Project, database: Database, revisions: list[str]) -> li
 
 
 def history(project: Project, database: Database) -> list[Migration]:
-    """Every migration, newest first, each marked applied or not."""
+    """Every migration, newest first, each marked applied or not, and with its incomplete steps."""
     from nilemig import ledger
     from nilemig.commands.migrate import refuse_drift
     from nilemig.database import connect
+    from nilemig.tenants import states
 
     scripts = script_directory(project, alembic_config(project))
     with connect(database) as connection:
@@ -103,5 +110,10 @@ def history(project: Project, database: Database) -> list[Migration]:
         refuse_drift(ledger.drift(connection, scripts, current), allow_edited=True)
         how = ledger.how_applied(connection)
     pending = {s.revision for s in pending_scripts(scripts, current)}
-    return [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))
-            for s in scripts.walk_revisions()]
+    migrations = [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))
+                  for s in scripts.walk_revisions()]
+    by_revision = {m.revision: m for m in migrations}
+    for state in states(database):
+        if state.step.revision in by_revision:
+            by_revision[state.step.revision].incomplete.append(state.describe())
+    return migrations

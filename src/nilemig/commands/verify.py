@@ -20,6 +20,7 @@ from nilemig.database import failure_reason, libpq_dsn
 from nilemig.errors import NilemigError
 
 if TYPE_CHECKING:
+    import psycopg
     from alembic.script import Script
 
     from nilemig.config import Database, Project
@@ -82,6 +83,62 @@ def scratch_database(project: Project | None, scratch_url: str | None, keep: boo
             local.drop_database(admin, name)
 
 
+SEED_TENANTS = 3
+# Values for the required columns of seeded rows, by information_schema data type.
+_SEED_VALUES = {
+    "uuid": "gen_random_uuid()", "text": "'nilemig verify'", "character varying": "'nilemig verify'",
+    "integer": "1", "bigint": "1", "smallint": "1", "numeric": "0", "double precision": "0", "real": "0",
+    "boolean": "false", "date": "current_date", "timestamp without time zone": "localtimestamp",
+    "timestamp with time zone": "now()", "jsonb": "'{}'", "json": "'{}'",
+}
+
+
+def uses_steps(scripts: list[Script]) -> bool:
+    return any("for_each_tenant" in open(s.path, encoding="utf-8").read() for s in scripts)
+
+
+def seed_tenants(connection: psycopg.Connection) -> None:
+    connection.execute(f"INSERT INTO tenants (name) SELECT 'nilemig verify ' || g FROM generate_series(1, {SEED_TENANTS}) g")
+
+
+def seed_tenant_rows(connection: psycopg.Connection) -> None:
+    """One row per tenant in each empty tenant-aware table, so for_each_tenant steps have work to do.
+
+    Best effort: a table whose required columns have types without a seed value, or whose
+    constraints reject the row, stays empty.
+    """
+    import psycopg
+    from psycopg import sql
+
+    from nilemig.keys import BOOKKEEPING_TABLES
+
+    required: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in connection.execute(
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
+        "JOIN information_schema.columns t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+        "AND t.column_name = 'tenant_id' AND t.data_type = 'uuid' "
+        "WHERE c.table_schema = 'public' AND c.column_name <> 'tenant_id' AND c.is_nullable = 'NO' "
+        "AND c.column_default IS NULL AND c.is_identity = 'NO' AND c.is_generated = 'NEVER'"
+    ):
+        required.setdefault(table, []).append((column, kind))
+    for (table,) in connection.execute(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND column_name = 'tenant_id' AND data_type = 'uuid'"
+    ).fetchall():
+        columns = required.get(table, [])
+        if table in BOOKKEEPING_TABLES or any(kind not in _SEED_VALUES for _, kind in columns):
+            continue
+        statement = sql.SQL("INSERT INTO {table} ({columns}) SELECT id{values} FROM tenants WHERE NOT EXISTS "
+                            "(SELECT 1 FROM {table})").format(
+            table=sql.Identifier(table),
+            columns=sql.SQL(", ").join(sql.Identifier(c) for c in ["tenant_id", *(c for c, _ in columns)]),
+            values=sql.SQL("".join(f", {_SEED_VALUES[kind]}" for _, kind in columns)))
+        try:
+            connection.execute(statement)
+        except psycopg.Error:
+            continue
+
+
 def _failure(kind: str, script: Script, exc: BaseException, project: Project) -> Failure:
     frame = failing_frame(exc, project.root)
     where = f", line {frame.lineno}" if frame is not None and frame.filename == script.path else ""
@@ -99,6 +156,7 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
     from nilemig.keys import SETTINGS_KEY
     from nilemig.runsettings import RunSettings
     from nilemig.snapshot import differences, snapshot
+    from nilemig.tenants import StepFailed
 
     scripts = script_directory(project, alembic_config(project))
     chain = list(reversed(list(scripts.walk_revisions())))
@@ -114,6 +172,10 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
             psycopg.connect(libpq_dsn(database.url), autocommit=True) as inspector:
         config = alembic_config(project, database)
         config.attributes[SETTINGS_KEY] = RunSettings(on_notice=lambda message: None)
+        # for_each_tenant steps run on a few tenants with a row in each tenant-aware table.
+        seeding = uses_steps(chain)
+        if seeding:
+            seed_tenants(inspector)
 
         def state() -> frozenset[str]:
             return snapshot(inspector)
@@ -122,6 +184,10 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
             try:
                 alembic_command(config, target)
                 return True
+            except StepFailed as exc:
+                failures.append(Failure(kind, script.revision, display_path(script.path),
+                                        f"{kind} of {script.revision} ({script.doc}): {exc}"))
+                return False
             except NilemigError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing migration is what verify reports
@@ -136,6 +202,8 @@ def verify(project: Project, scratch_url: str | None = None, keep: bool = False,
             down_to = "-1" if isinstance(script.down_revision, tuple) else (script.down_revision or "base")
             if not attempt("upgrade", script, command.upgrade, script.revision):
                 break
+            if seeding:
+                seed_tenant_rows(inspector)
             applied = state()
             if attempt("downgrade", script, command.downgrade, down_to):
                 if (left := differences(previous, state())):

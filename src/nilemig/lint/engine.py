@@ -14,6 +14,7 @@ from nilemig.lint import rules, squawk  # rules: registers the rules
 from nilemig.lint.chain import MigrationFile, read_chain
 from nilemig.lint.registry import ERROR, RULES, Kind
 from nilemig.lint.schema import Location, Schema, apply
+from nilemig.tenants import template_sql
 
 if TYPE_CHECKING:
     from nilemig.config import Project
@@ -114,17 +115,20 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
         for emitted in rendered.statements:
             migration = by_key[rendered.keys[emitted.location.path]]
             location = Location(migration.path, emitted.location.line)
+            # A for_each_tenant step renders as a commented template: its SQL is checked as a step's.
+            step_sql = template_sql(emitted.sql)
             try:
-                parsed = pglast.parse_sql(emitted.sql)
+                parsed = pglast.parse_sql(emitted.sql if step_sql is None else step_sql)
             except pglast.parser.ParseError as exc:
                 chain.sql_errors.append((migration.path, location.line, str(exc)))
                 continue
             for raw in parsed:
-                statement = rules.Statement(raw.stmt, schema, location)
+                statement = rules.Statement(raw.stmt, schema, location, in_step=step_sql is not None)
                 for rule in statement_rules:
                     for message in rule.check(statement):
                         report(rule.code, message, migration, location.line, emitted.lines)
-                apply(schema, raw.stmt, location)
+                if step_sql is None:
+                    apply(schema, raw.stmt, location)
                 if linter:
                     linter.add(migration, emitted, statement)
         for found in linter.findings(project.root) if linter else ():

@@ -46,6 +46,7 @@ class Statement:
     node: Any
     schema: Schema
     location: Location
+    in_step: bool = False  # run by for_each_tenant, once per tenant in its own transaction
 
     def created_table(self) -> Table | None:
         if isinstance(self.node, ast.CreateStmt):
@@ -373,25 +374,106 @@ def tenant_unique_without_tenant_id(stmt: Statement) -> Iterator[str]:
         op.execute("UPDATE todos SET done = false")
     """,
     good="""
+    from nilemig.tenants import for_each_tenant
+
     def upgrade():
         op.create_table(
             "todos",
             sa.Column("id", sa.Uuid, primary_key=True),
             sa.Column("tenant_id", sa.Uuid, primary_key=True),
-            sa.Column("done", sa.Boolean, server_default=sa.false()),
+            sa.Column("done", sa.Boolean),
         )
+        for_each_tenant("todos not done", "UPDATE todos SET done = false WHERE done IS NULL")
     """,
 )
 def tenant_data_writes(stmt: Statement) -> Iterator[str]:
-    """Nile does not let one transaction write to tenant-aware and shared tables together, and
-    Alembic's `alembic_version` is shared: a migration that writes tenant rows can fail when
-    the version is bumped in the same transaction. Use server defaults, or move the data change
-    into its own step with a tenant context (`SET nile.tenant_id`)."""
-    if isinstance(stmt.node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
+    """Nile does not let one transaction write to tenant-aware and shared tables together, nor to
+    several tenants, and Alembic's `alembic_version` is shared: a migration that writes tenant rows
+    can fail when the version is bumped in the same transaction. Use a server default, or put the
+    data change in `for_each_tenant("name", "UPDATE ...")` (`from nilemig.tenants import
+    for_each_tenant`): nilemig runs it after the migration commits, once per tenant, each tenant in its
+    own transaction under `SET LOCAL nile.tenant_id`, exactly once and resumable."""
+    if isinstance(stmt.node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)) and not stmt.in_step:
         target = stmt.target_table()
         if target is not None and target.tenant_aware:
             verb = type(stmt.node).__name__.removesuffix("Stmt").upper()
-            yield f"{verb} on tenant-aware table {target.display()!r} in the same transaction as the version bump"
+            yield (f"{verb} on tenant-aware table {target.display()!r} in the same transaction as the version "
+                   "bump; use for_each_tenant")
+
+
+def _pinned_tenant_ids(node: Any) -> Iterator[str]:
+    """Literal tenant ids a statement compares tenant_id with, sets it to, or inserts."""
+    from pglast.visitors import Visitor
+
+    def literal(value: Any) -> str | None:
+        if isinstance(value, ast.TypeCast):
+            value = value.arg
+        inner = getattr(value, "val", None) if isinstance(value, ast.A_Const) else None
+        return getattr(inner, "sval", None)
+
+    def is_tenant_id(value: Any) -> bool:
+        return isinstance(value, ast.ColumnRef) and names(value.fields)[-1:] == (nile.TENANT_ID,)
+
+    found: list[str] = []
+
+    class Pins(Visitor):
+        def visit_A_Expr(self, ancestors: Any, expr: ast.A_Expr) -> None:
+            for column, other in ((expr.lexpr, expr.rexpr), (expr.rexpr, expr.lexpr)):
+                if is_tenant_id(column):
+                    values = other if isinstance(other, tuple) else (other,)  # IN (...) lists
+                    found.extend(v for v in map(literal, values) if v is not None)
+
+        def visit_ResTarget(self, ancestors: Any, target: ast.ResTarget) -> None:
+            if target.name == nile.TENANT_ID and (value := literal(target.val)) is not None:
+                found.append(value)
+
+    Pins()(node)
+    if isinstance(node, ast.InsertStmt) and node.selectStmt is not None:
+        columns = [c.name for c in node.cols or ()]
+        if nile.TENANT_ID in columns:
+            index = columns.index(nile.TENANT_ID)
+            for row in node.selectStmt.valuesLists or ():
+                if index < len(row) and (value := literal(row[index])) is not None:
+                    found.append(value)
+    return iter(found)
+
+
+@statement_rule(
+    "NILE013", ERROR, "for_each_tenant step that writes a shared table or pins a tenant_id",
+    bad="""
+    from nilemig.tenants import for_each_tenant
+
+    def upgrade():
+        op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("label", sa.Text))
+        for_each_tenant("label plans", "UPDATE plans SET label = 'free' WHERE label IS NULL")
+    """,
+    good="""
+    from nilemig.tenants import for_each_tenant
+
+    def upgrade():
+        op.create_table("plans", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("label", sa.Text))
+        op.execute("UPDATE plans SET label = 'free' WHERE label IS NULL")
+        op.create_table("notes", sa.Column("tenant_id", sa.Uuid, primary_key=True), sa.Column("plan", sa.Text))
+        for_each_tenant("notes on the free plan", "UPDATE notes SET plan = 'free' WHERE plan IS NULL")
+    """,
+)
+def step_outside_its_tenant(stmt: Statement) -> Iterator[str]:
+    """A `for_each_tenant` step runs once per tenant, in a transaction under that tenant's
+    `nile.tenant_id` that also records the tenant's progress in a tenant-aware table. Writing a
+    shared table there mixes shared and tenant writes in one transaction, which Nile rejects, and
+    would repeat the write once per tenant; change shared tables in the migration itself. A literal
+    `tenant_id` in a step matches one tenant at most, in every tenant's run: the tenant context
+    already scopes the step's queries to the tenant being migrated, so leave `tenant_id` out, or
+    narrow the tenants with `for_each_tenant(..., tenants="SELECT id FROM tenants WHERE ...")`."""
+    if not stmt.in_step:
+        return
+    if isinstance(stmt.node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)):
+        target = stmt.target_table()
+        if target is not None and not target.tenant_aware:
+            verb = type(stmt.node).__name__.removesuffix("Stmt").upper()
+            yield f"for_each_tenant step writes shared table {target.display()!r} ({verb}) once per tenant"
+    for value in _pinned_tenant_ids(stmt.node):
+        yield f"for_each_tenant step pins tenant_id to the literal {value!r}; the tenant context already scopes it"
 
 
 # --- Nile: unsupported statements and built-ins --------------------------------------------------
