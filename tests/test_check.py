@@ -169,9 +169,13 @@ def upgrade():
 def upgrade():
     op.execute("DROP TABLE account CASCADE")
 ''')
-    data = json.loads(run_cli("check", "--format", "json").stdout)
-    found = {(f["code"], Path(f["file"]).name) for f in data["findings"]}
-    assert ("MIG000", second.name) in found
-    assert ("NILE008", third.name) in found
-    # What the unrenderable migration emitted before it failed is not checked as if it had run.
-    assert ("MIG005", second.name) not in found
+    result = run_cli("check", "--format", "json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    found = {(f["code"], Path(f["file"]).name, f["line"]) for f in data["findings"]}
+    assert ("MIG000", second.name, 11) in found
+    assert ("NILE008", third.name, 10) in found
+    # What the migration runs before the line that reads the database is checked.
+    assert ("MIG005", second.name, 10) in found
+    [mig000] = [f for f in data["findings"] if f["code"] == "MIG000"]
+    assert "SELECT id FROM account" in mig000["message"] and "the 1 statement(s) before it" in mig000["message"]

@@ -34,8 +34,8 @@ def alembic_config(
     from alembic.config import Config
 
     # quiet: nilemig reports progress itself; x: env.py code may read `-x` arguments.
-    config = Config(str(project.ini_path), stdout=output or sys.stdout, output_buffer=output,
-                    cmd_opts=Namespace(quiet=True, x=None))
+    config = Config(str(project.ini_path), ini_section=project.section, stdout=output or sys.stdout,
+                    output_buffer=output, cmd_opts=Namespace(quiet=True, x=None))
     config.attributes[FROM_CLI_KEY] = True
     if database is not None:
         config.attributes[DATABASE_KEY] = database
