@@ -178,4 +178,4 @@ def upgrade():
     # What the migration runs before the line that reads the database is checked.
     assert ("MIG005", second.name, 10) in found
     [mig000] = [f for f in data["findings"] if f["code"] == "MIG000"]
-    assert "SELECT id FROM account" in mig000["message"] and "the 1 statement(s) before it" in mig000["message"]
+    assert "SELECT id FROM account" in mig000["message"] and "the 2 statement(s) before it" in mig000["message"]
