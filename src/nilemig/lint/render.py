@@ -133,6 +133,7 @@ def _prepare_offline(context: Any, recorder: _Recorder) -> None:
     """Give Alembic's offline MigrationContext the result stand-in, the lenient compiler and `existing_type` notes."""
     from sqlalchemy.engine.mock import MockConnection
     from sqlalchemy.exc import ObjectNotExecutableError
+    from sqlalchemy.types import to_instance
 
     dialect = context.dialect
     dialect.statement_compiler = _lenient_compiler(type(dialect).statement_compiler)
@@ -151,7 +152,7 @@ def _prepare_offline(context: Any, recorder: _Recorder) -> None:
     def noting_existing_type(table_name: str, column_name: str, *args: Any, existing_type: Any = None, **kw: Any):
         recorder.existing_types = {}
         if existing_type is not None and kw.get("type_") is not None:
-            recorder.existing_types = {column_name: str(existing_type.compile(dialect=dialect))}
+            recorder.existing_types = {column_name: str(to_instance(existing_type).compile(dialect=dialect))}
         try:
             return alter_column(table_name, column_name, *args, existing_type=existing_type, **kw)
         finally:
