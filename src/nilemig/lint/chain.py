@@ -4,7 +4,6 @@ even when the chain is too broken for Alembic to load."""
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ class MigrationFile:
     upgrade_is_empty: bool = False
     upgrade_end: int | None = None  # last line of upgrade(): what a render stopped early did not reach
     file_ignores: set[str] = field(default_factory=set)
-    key: str = ""  # os.path.realpath of path: how the engine matches Alembic's file names to this file
+    key: str = ""  # the real path of the file: how the engine matches Alembic's file names to this file
     syntax_error: SyntaxError | None = None  # the file does not compile; revisions were read with a pattern
     # What the rendered upgrade() did, filled in by the engine: {"schema", "data"}; None when not rendered in full
     changes: set[str] | None = None
@@ -113,9 +112,10 @@ def _set_revisions(migration: MigrationFile, values: dict[str, object]) -> None:
 
 
 def read_migration(path: Path) -> MigrationFile:
+    """One migration file; `path` is a real path (`render.migration_paths` gives them)."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    migration = MigrationFile(path, None, (), lines, key=os.path.realpath(path))
+    migration = MigrationFile(path, None, (), lines, key=str(path))
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:

@@ -256,8 +256,8 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
 
     def guard(step: Any) -> None:
         original = step.migration_fn
-        filename = str(step.revision.path)  # as Alembic imported it: what the migration's frames say
-        key = os.path.realpath(filename)
+        # As Alembic imported it (a real path): what the migration's frames say, and the file's key.
+        key = filename = str(step.revision.path)
 
         @functools.wraps(original)
         def guarded(*args: Any, **kwargs: Any) -> None:
@@ -302,7 +302,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
 
 
 def migration_paths(project: Project) -> list[Path]:
-    """Every migration file of the project, from all its version locations."""
+    """Every migration file of the project, from all its version locations, as real paths."""
     from alembic.script import ScriptDirectory
     from alembic.util import coerce_resource_to_filename
 
@@ -314,9 +314,9 @@ def migration_paths(project: Project) -> list[Path]:
     folders = [Path(coerce_resource_to_filename(loc)) for loc in locations] if locations else \
         [Path(script.dir) / "versions"]
     pattern = "**/*.py" if script.recursive_version_locations else "*.py"
-    found = {p.resolve(): p for folder in folders for p in folder.glob(pattern)
-             if not p.name.startswith(("__init__", ".#"))}
-    return sorted(found.values())
+    # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
+    return sorted({Path(os.path.realpath(p)) for folder in folders for p in folder.glob(pattern)
+                   if not p.name.startswith(("__init__", ".#"))})
 
 
 def _require_script_location(project: Project, config: Any) -> None:

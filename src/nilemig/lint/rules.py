@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pglast import ast, enums
@@ -51,10 +52,12 @@ class Statement:
     location: Location
     existing_types: dict[str, str] = field(default_factory=dict)  # column -> what `existing_type=` said
 
+    @cached_property
+    def _created(self) -> Table | None:
+        return table_from_create(self.node, self.location) if isinstance(self.node, ast.CreateStmt) else None
+
     def created_table(self) -> Table | None:
-        if isinstance(self.node, ast.CreateStmt):
-            return table_from_create(self.node, self.location)
-        return None
+        return self._created
 
     def target_table(self) -> Table | None:
         """The existing table an ALTER / CREATE INDEX / INSERT / UPDATE / DELETE works on."""
