@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import new_migration, run_cli, tables
-from lintkit import write_chain
+from lintkit import check_example, codes, write_chain
 
 from nilemig.commands.init import init
 
@@ -337,3 +337,83 @@ def test_github_annotations_escape_properties_and_messages(tmp_path, monkeypatch
     finding = Finding("NILE008", "error", "100% sure:\r\nline two, really", tmp_path / "a,b:c" / "m.py", 3)
     assert github_annotations([finding]) == (
         "::error file=a%2Cb%3Ac/m.py,line=3,title=NILE008::100%25 sure:%0D%0Aline two, really\n")
+
+
+# --- What rendering offline can and cannot do ------------------------------------------------------------------
+
+ACCOUNT = '''def upgrade():
+    op.create_table("account", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+# --- next migration ---
+'''
+
+
+@pytest.mark.parametrize(("body", "code", "text"), [
+    ('sa.inspect(op.get_bind()).get_table_names()', "MIG000", "No inspection system"),
+    ('sa.Table("account", sa.MetaData(), autoload_with=op.get_bind())', "MIG000", "No inspection system"),
+    ('print(len(op.get_bind().execute(sa.text("SELECT 1"))))', "MIG000", "SELECT 1` (len())"),
+    ('[r for r in op.get_bind().execute(sa.text("SELECT 2"))]', "MIG000", "SELECT 2` (iterating over it)"),
+    ('op.get_bind().execute(sa.select([sa.column("id")]))', "MIG007", "SQLAlchemy 2.0 removed"),
+    ('op.get_bind().execute("UPDATE account SET name = name")', "MIG007", "SQLAlchemy 2.0 removed"),
+    ('op.alter_column("account", "name", type_=sa.Binary)', "MIG007", "SQLAlchemy 2.0 removed"),
+    ('raise RuntimeError("run scripts/backfill.py first")', "MIG007", "RuntimeError: run scripts/backfill.py first"),
+])
+def test_why_a_migration_stopped(tmp_path, body, code, text):
+    result = check_example(tmp_path, ACCOUNT + f"def upgrade():\n    op.drop_column('account', 'name')\n    {body}\n")
+    [stopped] = [f for f in result.findings if f.code in ("MIG000", "MIG007")]
+    assert (stopped.code, stopped.line) == (code, 11) and text in stopped.message, stopped
+    assert "MIG005" in codes(result)  # the drop before the failing line is checked
+
+
+def test_statements_executed_on_the_bind_are_checked_with_their_parameters(tmp_path):
+    result = check_example(tmp_path, '''def upgrade():
+    op.create_table("todos", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("tenant_id", sa.Uuid, primary_key=True),
+                    sa.Column("done", sa.Boolean))
+    conn = op.get_bind()
+    conn.execute(sa.text("UPDATE todos SET done = :done"), {"done": False})
+    conn.execute(sa.text("DROP TABLE todos CASCADE"))
+''')
+    assert [(f.code, f.line) for f in result.findings] == [("NILE012", 13), ("MIG005", 14), ("NILE008", 14)]
+
+
+@pytest.mark.parametrize(("columns", "change"), [
+    ("owner uuid", "ALTER TABLE notes RENAME COLUMN owner TO tenant_id"),
+    ("tenant_id text", "ALTER TABLE notes ALTER COLUMN tenant_id TYPE uuid USING NULL"),
+])
+def test_a_table_becomes_tenant_aware_by_rename_or_retype(tmp_path, columns, change):
+    result = check_example(tmp_path, f'''def upgrade():
+    op.execute("CREATE TABLE notes (id SERIAL PRIMARY KEY, {columns})")  # nilemig: ignore[NILE002]
+# --- next migration ---
+def upgrade():
+    op.execute("{change}")  # nilemig: ignore[MIG005]
+''')
+    assert {(f.code, f.path.name, f.line) for f in result.findings if f.code != "MIG004"} == {
+        ("NILE001", "0002_example_2.py", 10), ("NILE003", "0002_example_2.py", 10)}
+
+
+def test_a_tenant_id_that_is_not_uuid_is_only_nile002(tmp_path):
+    result = check_example(tmp_path, '''def upgrade():
+    op.create_table("todos", sa.Column("id", sa.Integer, primary_key=True), sa.Column("tenant_id", sa.Integer),
+                    sa.Column("plan_id", sa.Integer, sa.ForeignKey("tenants.id")), sa.Column("slug", sa.Text, unique=True))
+''')
+    assert codes(result) == {"NILE002"}
+
+
+def test_a_late_tenant_table_fixed_in_the_same_migration_is_clean(tmp_path):
+    result = check_example(tmp_path, '''def upgrade():
+    op.execute("CREATE TABLE notes (id SERIAL PRIMARY KEY, slug text UNIQUE)")
+
+def downgrade():
+    op.drop_table("notes")
+# --- next migration ---
+def upgrade():
+    op.add_column("notes", sa.Column("tenant_id", sa.Uuid, nullable=False))
+    op.drop_constraint("notes_pkey", "notes", type_="primary")
+    op.create_primary_key("notes_pkey", "notes", ["tenant_id", "id"])
+    op.alter_column("notes", "id", server_default=None)
+    op.drop_constraint("notes_slug_key", "notes", type_="unique")
+    op.create_unique_constraint("notes_slug_key", "notes", ["tenant_id", "slug"])
+
+def downgrade():
+    op.drop_column("notes", "tenant_id")
+''')
+    assert result.findings == []
