@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import new_migration, run_cli, tables
 from lintkit import check_example, codes, write_chain
 
@@ -297,7 +296,7 @@ def test_sql_prints_every_migration_it_can_and_marks_the_others(monkeypatch):
     broken = run_cli("sql")
     assert broken.exit_code == 1 and "CREATE TABLE notes" in broken.stdout
     assert [line.split()[2] for line in broken.stdout.splitlines() if line.startswith("-- nilemig:")] == [
-        "migrations/versions/a_items.py", "migrations/versions/b_vectors.py", "migrations/versions/c_broken.py"]
+        "versions/a_items.py", "versions/b_vectors.py", "versions/c_broken.py"]
 
 
 def test_sql_output_stays_sql_when_migrations_print(monkeypatch):

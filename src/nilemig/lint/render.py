@@ -66,24 +66,24 @@ class _OfflineResult:
     def __init__(self, statement: Any):
         self._statement = statement
 
-    def _read(self, how: str):
+    def _needs_database(self, how: str) -> NeedsDatabase:
         sql = " ".join(str(self._statement).split())
-        raise NeedsDatabase(f"it reads the result of `{sql[:80]}{'...' if len(sql) > 80 else ''}` ({how})")
+        return NeedsDatabase(f"it reads the result of `{sql[:80]}{'...' if len(sql) > 80 else ''}` ({how})")
 
     def __getattr__(self, name: str):
-        self._read(f".{name}")
+        raise self._needs_database(f".{name}")
 
     def __iter__(self):
-        self._read("iterating over it")
+        raise self._needs_database("iterating over it")
 
-    def __len__(self):
-        self._read("len()")
+    def __len__(self) -> int:
+        raise self._needs_database("len()")
 
-    def __bool__(self):
-        self._read("truth test")
+    def __bool__(self) -> bool:
+        raise self._needs_database("truth test")
 
-    def __getitem__(self, item):
-        self._read("indexing")
+    def __getitem__(self, item: object):
+        raise self._needs_database("indexing")
 
 
 class _Recorder:
@@ -224,7 +224,7 @@ def _tolerant_loading(migrations: dict[str, MigrationFile]) -> Iterator[None]:
     def load_or_stand_in(directory: Any, filename: str) -> types.ModuleType:
         try:
             return load(directory, filename)
-        except Exception as exc:  # noqa: BLE001 - reported as that migration's failure
+        except Exception as exc:
             migration = migrations.get(os.path.realpath(os.path.join(directory, filename)))
             if migration is None or migration.revision is None:
                 raise
