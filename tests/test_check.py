@@ -363,6 +363,17 @@ def test_why_a_migration_stopped(tmp_path, body, code, text):
     assert "MIG005" in codes(result)  # the drop before the failing line is checked
 
 
+def test_a_migration_cannot_swallow_the_offline_read(tmp_path):
+    result = check_example(tmp_path, ACCOUNT + '''def upgrade():
+    try:
+        count = op.get_bind().execute(sa.text("SELECT count(*) FROM account")).scalar()
+    except Exception:
+        count = 0
+    op.execute("DROP TABLE account CASCADE")
+''')
+    assert [(f.code, f.line) for f in result.findings] == [("MIG000", 11)]
+
+
 def test_statements_executed_on_the_bind_are_checked_with_their_parameters(tmp_path):
     result = check_example(tmp_path, '''def upgrade():
     op.create_table("todos", sa.Column("id", sa.Uuid, primary_key=True), sa.Column("tenant_id", sa.Uuid, primary_key=True),

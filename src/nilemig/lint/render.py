@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from nilemig.config import Project
 
 
-class NeedsDatabase(Exception):
-    """Raised when a migration reads what a query returned: offline there is nothing to read."""
+class NeedsDatabase(BaseException):
+    """Raised when a migration reads what a query returned: offline there is nothing to read.
+
+    A BaseException, so that a migration's own `except Exception:` cannot swallow it and go on as if
+    it had read something."""
 
 
 @dataclass
@@ -237,19 +240,21 @@ def _tolerant_loading(migrations: dict[str, MigrationFile]) -> Iterator[None]:
         util.load_python_file = load
 
 
-def _stop_comment(migration: MigrationFile, stop: Stop, downgrade: bool) -> str:
+def _stop_comment(script: Any, stop: Stop, downgrade: bool) -> str:
     what = "downgrade()" if downgrade else "upgrade()"
-    return (f"-- nilemig: {display_path(migration.path)} ({migration.revision}) could not be rendered past line "
+    return (f"-- nilemig: {display_path(script.path)} ({script.revision}) could not be rendered past line "
             f"{stop.line}: {stop.reason}. What its {what} runs from that line on is missing here.\n\n")
 
 
 def render(project: Project, migrations: list[MigrationFile], revision_range: str = "heads",
            downgrade: bool = False) -> Rendered:
-    """Render `revision_range` (`FROM:TO` allowed) of the upgrade (or downgrade), every migration once."""
+    """Render `revision_range` (`FROM:TO` allowed) of the upgrade (or downgrade), every migration once.
+
+    `migrations` are the project's files as `chain.read_chain` read them: a file Alembic cannot import
+    takes part in the chain through what they say, and fails when run."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
-    by_key = {m.key: m for m in migrations}
     rendered = Rendered()
     recorder = _Recorder(rendered)
     starting, target = revision_range.split(":", 1) if ":" in revision_range else (None, revision_range)
@@ -266,14 +271,12 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
             try:
                 with redirect_stdout(printed), redirect_stderr(printed):
                     original(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a failing migration stops only itself
-                stop = Stop(_failing_line(exc, filename), _is_offline_only(exc), _reason(exc))
-                rendered.stops[key] = stop
-                recorder.filename = None
-                if key in by_key:
-                    recorder.write(_stop_comment(by_key[key], stop, downgrade))
+            except (Exception, NeedsDatabase) as exc:  # noqa: BLE001 - a failing migration stops only itself
+                rendered.stops[key] = Stop(_failing_line(exc, filename), _is_offline_only(exc), _reason(exc))
             finally:
                 recorder.filename = None
+            if key in rendered.stops:
+                recorder.write(_stop_comment(step.revision, rendered.stops[key], downgrade))
             rendered.order.append(key)
             rendered.statements[key] = recorder.statements
             if printed.getvalue().strip():
@@ -292,7 +295,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     env_printed = io.StringIO()
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
-        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading(by_key), \
+        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}), \
                 EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
                                    destination_rev=target):
             script.run_env()
