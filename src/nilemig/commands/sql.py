@@ -35,4 +35,4 @@ def render_sql(project: Project, revision_range: str = "head", downgrade: bool =
     rendered = render(project, chain.migrations, revision_range, downgrade)
     by_key = {m.key: m for m in chain.migrations}
     failed = [(by_key[key].path, stop.line, stop.reason) for key, stop in rendered.stops.items()]
-    return RenderedSql("".join(rendered.text), failed, rendered.printed)
+    return RenderedSql("".join(rendered.text), failed, list(rendered.printed.items()))

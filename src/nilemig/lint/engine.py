@@ -99,7 +99,7 @@ def check(project: Project, only: set[Path] | None = None) -> CheckResult:
     loadable = all(down in known for m in chain.migrations for down in m.down_revisions)
     if loadable and paths:
         rendered = render(project, chain.migrations)
-        printed = rendered.printed
+        printed = list(rendered.printed.items())
         _check_statements(rendered, by_key, chain, report)
 
     for rule in sorted(RULES.values(), key=lambda r: r.code):
@@ -165,8 +165,9 @@ def _check_statements(rendered: Rendered, by_key: dict[str, MigrationFile], chai
             location = Location(migration.path, emitted.line)
             for node in _parse(emitted.sql, migration.path, location, chain):
                 changes.add("data" if type(node).__name__ in _DATA else "schema")
-                run_rules(rules.Statement(node, schema, location, emitted.existing_types), migration, emitted.lines)
-                target = schema.get(getattr(node, "relation", None)) if hasattr(node, "relation") else None
+                statement = rules.Statement(node, schema, location, emitted.existing_types)
+                run_rules(statement, migration, emitted.lines)
+                target = statement.target_table()
                 was_tenant_aware = target is not None and target.tenant_aware
                 apply(schema, node, location)
                 if target is not None and not was_tenant_aware and target.tenant_aware \

@@ -59,8 +59,12 @@ class Rendered:
     order: list[str] = field(default_factory=list)  # migration keys (real paths), in the order they ran
     statements: dict[str, list[Emitted]] = field(default_factory=dict)
     stops: dict[str, Stop] = field(default_factory=dict)
-    printed: list[tuple[Path, str]] = field(default_factory=list)  # (file, what its code printed)
+    printed: dict[Path, str] = field(default_factory=dict)  # file -> what its code printed, in order
     text: list[str] = field(default_factory=list)  # the whole script, as `alembic upgrade --sql` prints it
+
+    def note_printed(self, path: str, text: str) -> None:
+        if text.strip():
+            self.printed[Path(path)] = self.printed.get(Path(path), "") + text
 
 
 class _OfflineResult:
@@ -218,20 +222,25 @@ def _broken_module(migration: MigrationFile, error: BaseException) -> types.Modu
 
 
 @contextmanager
-def _tolerant_loading(migrations: dict[str, MigrationFile]) -> Iterator[None]:
-    """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest."""
+def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered) -> Iterator[None]:
+    """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest.
+    What a file prints as it is imported is noted under its name."""
     from alembic import util
 
     load = util.load_python_file
 
     def load_or_stand_in(directory: Any, filename: str) -> types.ModuleType:
+        output = io.StringIO()
         try:
-            return load(directory, filename)
+            with redirect_stdout(output), redirect_stderr(output):
+                return load(directory, filename)
         except Exception as exc:
             migration = migrations.get(os.path.realpath(os.path.join(directory, filename)))
             if migration is None or migration.revision is None:
                 raise
             return _broken_module(migration, exc)
+        finally:
+            rendered.note_printed(os.path.realpath(os.path.join(directory, filename)), output.getvalue())
 
     util.load_python_file = load_or_stand_in
     try:
@@ -279,8 +288,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
                 recorder.write(_stop_comment(step.revision, rendered.stops[key], downgrade))
             rendered.order.append(key)
             rendered.statements[key] = recorder.statements
-            if printed.getvalue().strip():
-                rendered.printed.append((Path(key), printed.getvalue()))
+            rendered.note_printed(key, printed.getvalue())
 
         step.migration_fn = guarded
 
@@ -295,12 +303,11 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     env_printed = io.StringIO()
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
-        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}), \
+        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered), \
                 EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
                                    destination_rev=target):
             script.run_env()
-    if env_printed.getvalue().strip():
-        rendered.printed.insert(0, (Path(script.env_py_location), env_printed.getvalue()))
+    rendered.note_printed(os.path.realpath(script.env_py_location), env_printed.getvalue())
     return rendered
 
 
