@@ -240,7 +240,8 @@ def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered) 
                 raise
             return _broken_module(migration, exc)
         finally:
-            rendered.note_printed(os.path.realpath(os.path.join(directory, filename)), output.getvalue())
+            if output.getvalue().strip():
+                rendered.note_printed(os.path.realpath(os.path.join(directory, filename)), output.getvalue())
 
     util.load_python_file = load_or_stand_in
     try:
@@ -325,7 +326,8 @@ def migration_paths(project: Project) -> list[Path]:
         [Path(script.dir) / "versions"]
     pattern = "**/*.py" if script.recursive_version_locations else "*.py"
     # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
-    return sorted({Path(os.path.realpath(p)) for folder in folders for p in folder.glob(pattern)
+    # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
+    return sorted({p.resolve() if p.is_symlink() else p for folder in folders for p in folder.resolve().glob(pattern)
                    if not p.name.startswith(("__init__", ".#"))})
 
 
