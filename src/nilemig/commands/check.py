@@ -18,9 +18,10 @@ def run_check(project: Project, only: set[Path] | None = None) -> CheckResult:
     return check(project, only)
 
 
-def repository_root(start: Path | None = None) -> Path:
-    """Where GitHub resolves annotation paths from: GITHUB_WORKSPACE, else the git top level, else `start`."""
-    here = (start or Path.cwd()).resolve()
+def repository_root() -> Path:
+    """Where GitHub resolves annotation paths from: GITHUB_WORKSPACE, else the git top level, else the current
+    directory."""
+    here = Path.cwd().resolve()
     if os.environ.get("GITHUB_WORKSPACE"):
         return Path(os.environ["GITHUB_WORKSPACE"]).resolve()
     # A .git file (worktree, submodule) marks a top level as well as a .git folder does.
