@@ -49,6 +49,7 @@ class Project:
     """A directory holding an alembic.ini written by `nilemig init` (or any Alembic project)."""
 
     root: Path
+    section: str = "alembic"  # the ini section Alembic reads (`alembic -n NAME`)
 
     @property
     def ini_path(self) -> Path:

@@ -42,8 +42,8 @@ def alembic_config(
     from argparse import Namespace
 
     # quiet: nilemig reports progress itself; x: env.py code may read `-x` arguments.
-    config = _config_class()(str(project.ini_path), stdout=output or sys.stdout, output_buffer=output,
-                             cmd_opts=Namespace(quiet=True, x=None))
+    config = _config_class()(str(project.ini_path), ini_section=project.section, stdout=output or sys.stdout,
+                             output_buffer=output, cmd_opts=Namespace(quiet=True, x=None))
     config.attributes[FROM_CLI_KEY] = True
     # An env.py that is not nilemig's reads `sqlalchemy.url`: give it the database nilemig chose
     # (only the dialect when rendering offline), in memory only, and keep it there (see _config_class).

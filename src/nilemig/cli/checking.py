@@ -20,6 +20,25 @@ from nilemig.cli.output import (
 from nilemig.errors import UsageError
 
 
+IniSection = Annotated[str, typer.Option(
+    "--name", "-n", help="The section of alembic.ini to read, like `alembic -n` (default: alembic).")]
+
+
+def _project(section: str):
+    from dataclasses import replace
+
+    return replace(current_project(), section=section)
+
+
+def _show_printed(printed) -> None:
+    """What migration code printed while rendering: captured, so it never mixes with the SQL or JSON on stdout."""
+    from nilemig.core import display_path
+
+    for path, text in printed:
+        err.print(f"[dim]Note: {escape(display_path(path))} printed while rendering:[/]")
+        err.print(escape("".join(f"  | {line}\n" for line in text.rstrip("\n").splitlines())), end="")
+
+
 @app.command()
 @handled
 def check(
@@ -29,20 +48,24 @@ def check(
     with_squawk: Annotated[Optional[bool], typer.Option(
         "--squawk/--no-squawk", help="Add squawk's online-safety rules, told about Nile (default: [tool.nilemig] "
         "squawk in pyproject.toml).", show_default=False)] = None,
+    section: IniSection = "alembic",
 ) -> None:
     """Lint every migration against Nile's rules, from the files alone (no database)."""
     from nilemig.commands.check import run_check
+    from nilemig.core import display_path
 
     if output_format not in ("text", "json", "github"):
         raise UsageError(f"Unknown --format {output_format!r}: use text, json or github.")
-    result = run_check(current_project(), with_squawk=with_squawk)
+    result = run_check(_project(section), with_squawk=with_squawk)
     if output_format == "json":
         out.print_json(json.dumps({"findings": [f.to_json() for f in result.findings],
                                    "errors": len(result.errors), "warnings": len(result.warnings),
-                                   "migrations": result.migrations}))
+                                   "migrations": result.migrations,
+                                   "printed": [{"file": display_path(p), "text": t} for p, t in result.printed]}))
     else:
         print_findings(result.findings, output_format)
     if output_format == "text":
+        _show_printed(result.printed)
         summary = f"{len(result.errors)} error(s), {len(result.warnings)} warning(s) in {result.migrations} migration(s)."
         (err.print(f"[green]No problems found[/] in {result.migrations} migration(s).") if not result.findings
          else err.print(summary + " `nilemig rules CODE` explains a rule."))
@@ -75,12 +98,22 @@ def rules_command(code: Annotated[Optional[str], typer.Argument(help="Show one r
 def sql(
     revision_range: Annotated[str, typer.Argument(metavar="RANGE", help="head, or FROM:TO.")] = "head",
     downgrade: Annotated[bool, typer.Option("--down", help="Render the downgrade of RANGE (e.g. head:base).")] = False,
+    section: IniSection = "alembic",
 ) -> None:
-    """Print the SQL the migrations would run, without a database (like `alembic upgrade --sql`)."""
+    """Print the SQL the migrations would run, without a database (like `alembic upgrade --sql`).
+    A migration that cannot be rendered is marked by a SQL comment; then the exit code is 1."""
     from nilemig.commands.sql import render_sql
+    from nilemig.core import display_path
 
-    sys.stdout.write(render_sql(current_project(), revision_range, downgrade))
-
+    rendered = render_sql(_project(section), revision_range, downgrade)
+    sys.stdout.write(rendered.script)
+    sys.stdout.flush()
+    _show_printed(rendered.printed)
+    if rendered.failed:
+        listed = "; ".join(f"{display_path(p)} line {line}: {reason}" for p, line, reason in rendered.failed)
+        err.print(f"[bold red]{len(rendered.failed)} migration(s) could not be rendered in full[/] "
+                  f"(marked with `-- nilemig:` comments): {escape(listed)}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,15 +18,35 @@ def run_check(project: Project, only: set[Path] | None = None, with_squawk: bool
     return check(project, only, with_squawk)
 
 
-def github_annotations(findings: list[Finding]) -> str:
-    """GitHub Actions workflow commands: one annotation per finding."""
-    from nilemig.core import display_path
+def repository_root() -> Path:
+    """Where GitHub resolves annotation paths from: GITHUB_WORKSPACE, else the git top level, else the current
+    directory."""
+    here = Path.cwd().resolve()
+    if os.environ.get("GITHUB_WORKSPACE"):
+        return Path(os.environ["GITHUB_WORKSPACE"]).resolve()
+    # A .git file (worktree, submodule) marks a top level as well as a .git folder does.
+    return next((d for d in (here, *here.parents) if (d / ".git").exists()), here)
 
-    def escape(text: str) -> str:
-        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+def _escape_message(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_message(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotations(findings: list[Finding]) -> str:
+    """GitHub Actions workflow commands: one annotation per finding, its file relative to the repository root."""
+    root = repository_root()
+
+    def relative(path: Path) -> str:
+        resolved = Path(path).resolve()
+        return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else resolved.as_posix()
 
     return "".join(
-        f"::{f.severity} file={display_path(f.path)},line={f.line},title={f.code}::{escape(f.message)}\n"
+        f"::{f.severity} file={_escape_property(relative(f.path))},line={f.line},title={_escape_property(f.code)}"
+        f"::{_escape_message(f.message)}\n"
         for f in findings
     )
 

@@ -4,7 +4,6 @@ even when the chain is too broken for Alembic to load."""
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,17 @@ class MigrationFile:
     lines: list[str]
     downgrade_line: int | None = None
     downgrade_is_empty: bool = False
+    upgrade_is_empty: bool = False
+    upgrade_end: int | None = None  # last line of upgrade(): what a render stopped early did not reach
     file_ignores: set[str] = field(default_factory=set)
-    key: str = ""  # os.path.realpath of path: how the engine matches Alembic's file names to this file
+    key: str = ""  # the real path of the file: how the engine matches Alembic's file names to this file
+    syntax_error: SyntaxError | None = None  # the file does not compile; revisions were read with a pattern
+    # What the rendered upgrade() did, filled in by the engine: {"schema", "data"}; None when not rendered in full
+    changes: set[str] | None = None
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.down_revisions) > 1
 
     def ignores(self, line: int) -> set[str]:
         """Codes ignored for a statement on `line`: inline, or for the whole file."""
@@ -33,10 +41,22 @@ class MigrationFile:
 
 
 @dataclass
+class RenderFailure:
+    """Why a migration's upgrade() stopped before its end when rendered offline."""
+
+    path: Path
+    line: int
+    offline_only: bool  # True: it needs a live database (MIG000); False: it fails on Nile too (MIG007)
+    reason: str  # "ModuleNotFoundError: No module named 'pgvector'"
+    checked: int  # statements rendered (and checked) before it stopped
+    unchecked_to: int | None  # last line of upgrade() not reached, when known
+
+
+@dataclass
 class Chain:
     migrations: list[MigrationFile]
-    # (file, line, why) of migrations Alembic could not render offline; filled in by the engine
-    render_failures: list[tuple[Path, int, str]] = field(default_factory=list)
+    # migrations whose upgrade() could not be rendered to its end; filled in by the engine
+    render_failures: list[RenderFailure] = field(default_factory=list)
     # (file, line, parser message) of SQL that PostgreSQL's parser rejects; filled in by the engine
     sql_errors: list[tuple[Path, int, str]] = field(default_factory=list)
 
@@ -66,12 +86,42 @@ def _is_empty(function: ast.FunctionDef) -> bool:
     return all(isinstance(s, ast.Pass) for s in body)
 
 
+_ASSIGNED = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
+
+
+def _read_broken(migration: MigrationFile, text: str, error: SyntaxError) -> MigrationFile:
+    """A file Python cannot compile: its revisions by pattern, so the rest of the chain still links up."""
+    migration.syntax_error = error
+    values = {}
+    for name, value in _ASSIGNED.findall(text):
+        try:
+            values[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            continue
+    _set_revisions(migration, values)
+    return migration
+
+
+def _set_revisions(migration: MigrationFile, values: dict[str, object]) -> None:
+    revision = values.get("revision")
+    down = values.get("down_revision")
+    migration.revision = revision if isinstance(revision, str) else None
+    if isinstance(down, str):
+        migration.down_revisions = (down,)
+    elif isinstance(down, (tuple, list)):
+        migration.down_revisions = tuple(d for d in down if isinstance(d, str))
+
+
 def read_migration(path: Path) -> MigrationFile:
+    """One migration file; `path` is a real path (`render.migration_paths` gives them)."""
     text = path.read_text(encoding="utf-8")
-    tree = ast.parse(text, filename=str(path))
     lines = text.splitlines()
+    migration = MigrationFile(path, None, (), lines, key=str(path))
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        return _read_broken(migration, text, exc)
     values: dict[str, object] = {}
-    migration = MigrationFile(path, None, (), lines, key=os.path.realpath(path))
     first_def = len(lines) + 1
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -83,13 +133,10 @@ def read_migration(path: Path) -> MigrationFile:
             if node.name == "downgrade":
                 migration.downgrade_line = node.lineno
                 migration.downgrade_is_empty = _is_empty(node)
-    revision = values.get("revision")
-    down = values.get("down_revision")
-    migration.revision = revision if isinstance(revision, str) else None
-    if isinstance(down, str):
-        migration.down_revisions = (down,)
-    elif isinstance(down, (tuple, list)):
-        migration.down_revisions = tuple(d for d in down if isinstance(d, str))
+            elif node.name == "upgrade":
+                migration.upgrade_is_empty = _is_empty(node)
+                migration.upgrade_end = node.end_lineno
+    _set_revisions(migration, values)
     for line in lines[: first_def - 1]:
         if line.lstrip().startswith("#"):
             migration.file_ignores |= _codes(line)

@@ -1,89 +1,350 @@
-"""Every migration's upgrade as SQL, rendered by Alembic's offline mode (no database),
-each statement tagged with the migration file and line that emitted it."""
+"""Migrations rendered to SQL by Alembic's offline mode (no database), through the project's env.py,
+one migration at a time in chain order: a migration that fails stops only itself.
+
+Offline, `op.get_bind()` is a stand-in that renders what is executed on it. Here the results it returns
+raise `NeedsDatabase` when read, so a migration that reads rows stops exactly there, with every statement
+before that line rendered. Values SQLAlchemy was not given a type for (an untyped `op.bulk_insert`,
+parameters passed to `execute`) are rendered from their Python type, as the driver would send them.
+Whatever migration code prints is captured, so nilemig's own output stays valid JSON or SQL.
+"""
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import sys
+import traceback
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, failing_frame
-from nilemig.lint.schema import Location
+from nilemig.core import alembic_config, display_path, explain_errors
+from nilemig.errors import NilemigError
+from nilemig.lint.chain import MigrationFile
 
 if TYPE_CHECKING:
     from nilemig.config import Project
 
 
+class NeedsDatabase(BaseException):
+    """Raised when a migration reads what a query returned: offline there is nothing to read.
+
+    A BaseException, so that a migration's own `except Exception:` cannot swallow it and go on as if
+    it had read something."""
+
+
 @dataclass
 class Emitted:
     sql: str
-    location: Location
+    line: int  # the line of the migration file that emitted it (innermost on the stack)
     lines: frozenset[int]  # every line of the migration file on the stack: where an ignore comment may sit
+    existing_types: dict[str, str] = field(default_factory=dict)  # column -> `existing_type=` as SQL
+
+
+@dataclass
+class Stop:
+    """A migration that raised while rendering: what ran before `line` was rendered, nothing after."""
+
+    line: int
+    offline_only: bool  # it needs a live database (reads rows, reflects); else it fails on Nile too
+    reason: str
 
 
 @dataclass
 class Rendered:
-    statements: list[Emitted] = field(default_factory=list)
-    # Emitted.location.path -> os.path.realpath of it, computed once per file
-    keys: dict[str, str] = field(default_factory=dict)
-    # migrations that could not be rendered offline: (location, why)
-    failures: list[tuple[Location, str]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # migration keys (real paths), in the order they ran
+    statements: dict[str, list[Emitted]] = field(default_factory=dict)
+    stops: dict[str, Stop] = field(default_factory=dict)
+    printed: dict[Path, str] = field(default_factory=dict)  # file -> what its code printed, in order
+    text: list[str] = field(default_factory=list)  # the whole script, as `alembic upgrade --sql` prints it
+
+    def note_printed(self, path: str, text: str) -> None:
+        if text.strip():
+            self.printed[Path(path)] = self.printed.get(Path(path), "") + text
+
+
+class _OfflineResult:
+    """What `op.get_bind().execute(...)` returns offline: the statement was rendered, its rows do not exist."""
+
+    def __init__(self, statement: Any):
+        self._statement = statement
+
+    def _needs_database(self, how: str) -> NeedsDatabase:
+        sql = " ".join(str(self._statement).split())
+        return NeedsDatabase(f"it reads the result of `{sql[:80]}{'...' if len(sql) > 80 else ''}` ({how})")
+
+    def __getattr__(self, name: str):
+        raise self._needs_database(f".{name}")
+
+    def __iter__(self):
+        raise self._needs_database("iterating over it")
+
+    def __len__(self) -> int:
+        raise self._needs_database("len()")
+
+    def __bool__(self) -> bool:
+        raise self._needs_database("truth test")
+
+    def __getitem__(self, item: object):
+        raise self._needs_database("indexing")
 
 
 class _Recorder:
-    """Stands in for Alembic's output buffer; notes which migration line wrote each chunk of SQL."""
+    """Stands in for Alembic's output buffer: keeps the script, and each migration's statements with their lines."""
 
-    def __init__(self, files: set[str]):
-        self.files = files
+    def __init__(self, rendered: Rendered):
+        self.rendered = rendered
+        self.filename: str | None = None  # co_filename of the migration running now
         self.statements: list[Emitted] = []
-        self.current: str | None = None  # revision whose upgrade() ran last, for restarts after a failure
+        self.existing_types: dict[str, str] = {}
 
     def write(self, text: str) -> None:
+        self.rendered.text.append(text)
+        if self.filename is None or not text.strip():
+            return
         frame = sys._getframe(1)
         innermost = None
         lines = set()
         while frame is not None:
-            filename = frame.f_code.co_filename
-            if filename in self.files:
+            if frame.f_code.co_filename == self.filename:
                 lines.add(frame.f_lineno)
-                if innermost is None:
-                    innermost = Location(filename, frame.f_lineno)
+                innermost = innermost or frame.f_lineno
             frame = frame.f_back
-        if innermost is not None and text.strip():
-            self.statements.append(Emitted(text, innermost, frozenset(lines)))
+        self.statements.append(Emitted(text, innermost or 1, frozenset(lines), self.existing_types))
 
     def flush(self) -> None:
         pass
 
 
-def render(project: Project, files: dict[str, str], revisions: dict[str, str]) -> Rendered:
-    """Render `heads` from base; after a migration that cannot render offline, go on after it.
+@functools.cache
+def _lenient_compiler(base: type) -> type:
+    from sqlalchemy import literal
+    from sqlalchemy.types import NullType
 
-    `files` maps each migration's path, as Alembic will name it, to its key (real path);
-    `revisions` maps a key to its revision, for restarting past a failed migration.
-    """
-    from alembic import command
+    class LenientCompiler(base):
+        """Renders a literal of unknown SQL type from its Python value, as the driver would send it."""
 
-    keys = {**files, **{key: key for key in files.values()}}
-    recorder = _Recorder(set(keys))
-    result = Rendered()
-    start = None
-    while True:
-        config = alembic_config(project, output=recorder)
+        def render_literal_value(self, value, type_):
+            if isinstance(type_, NullType) and value is not None:
+                type_ = literal(value).type
+            return super().render_literal_value(value, type_)
+
+    return LenientCompiler
+
+
+def _prepare_offline(context: Any, recorder: _Recorder) -> None:
+    """Give Alembic's offline MigrationContext the result stand-in, the lenient compiler and `existing_type` notes."""
+    from sqlalchemy.engine.mock import MockConnection
+    from sqlalchemy.exc import ObjectNotExecutableError
+    from sqlalchemy.types import to_instance
+
+    dialect = context.dialect
+    dialect.statement_compiler = _lenient_compiler(type(dialect).statement_compiler)
+
+    def execute(statement: Any, parameters: Any = None) -> _OfflineResult:
+        if isinstance(statement, str):
+            raise ObjectNotExecutableError(statement)  # as a SQLAlchemy 2 connection does: wrap it in text()
+        for params in parameters if isinstance(parameters, (list, tuple)) else [parameters]:
+            context.execute(statement.params(params) if params else statement)
+        return _OfflineResult(statement)
+
+    context.connection = context.impl.connection = MockConnection(dialect, execute)
+
+    alter_column = context.impl.alter_column
+
+    def noting_existing_type(table_name: str, column_name: str, *args: Any, existing_type: Any = None, **kw: Any):
+        recorder.existing_types = {}
+        if existing_type is not None and kw.get("type_") is not None:
+            recorder.existing_types = {column_name: str(to_instance(existing_type).compile(dialect=dialect))}
         try:
-            command.upgrade(config, f"{start}:heads" if start else "heads", sql=True)
-            break
-        except Exception as exc:  # noqa: BLE001 - any failure is reported as a finding, then skipped
-            frame = failing_frame(exc, project.root)
-            key = keys.get(frame.filename) or os.path.realpath(frame.filename) if frame else None
-            revision = revisions.get(key)
-            if frame is None or revision is None or revision == start:
+            return alter_column(table_name, column_name, *args, existing_type=existing_type, **kw)
+        finally:
+            recorder.existing_types = {}
+
+    context.impl.alter_column = noting_existing_type
+
+
+def _is_offline_only(exc: BaseException) -> bool:
+    """True when `exc` comes from rendering without a database, not from the migration itself."""
+    from sqlalchemy.exc import CompileError, NoInspectionAvailable
+
+    if isinstance(exc, (NeedsDatabase, NoInspectionAvailable)) or "MockConnection" in str(exc):
+        return True
+    return isinstance(exc, CompileError) and any(
+        text in str(exc) for text in ("literal value renderer", "renderable value"))
+
+
+def _removed_in_sqlalchemy_2(exc: BaseException) -> bool:
+    from sqlalchemy.exc import ArgumentError, ObjectNotExecutableError
+
+    if isinstance(exc, ObjectNotExecutableError):
+        return True
+    if isinstance(exc, (AttributeError, ImportError)) and "sqlalchemy" in str(exc):
+        return True
+    return isinstance(exc, ArgumentError) and "Did you mean" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, NeedsDatabase):
+        return str(exc)
+    text = " ".join(str(exc).split()) if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if _removed_in_sqlalchemy_2(exc):
+        reason += " (an API SQLAlchemy 2.0 removed)"
+    return reason
+
+
+def _failing_line(exc: BaseException, filename: str) -> int:
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.realpath(exc.filename) == os.path.realpath(filename):
+        return exc.lineno or 1
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    return lines[-1] if lines and lines[-1] else 1
+
+
+def _broken_module(migration: MigrationFile, error: BaseException) -> types.ModuleType:
+    """Stands in for a migration file that cannot be imported: the chain still links, running it re-raises."""
+    module = types.ModuleType(Path(migration.path).stem)
+    module.__file__ = str(migration.path)
+    module.revision = migration.revision
+    downs = migration.down_revisions
+    module.down_revision = downs[0] if len(downs) == 1 else (downs or None)
+    module.branch_labels = module.depends_on = None
+
+    def fail() -> None:
+        raise error
+
+    module.upgrade = module.downgrade = fail
+    return module
+
+
+@contextmanager
+def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered) -> Iterator[None]:
+    """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest.
+    What a file prints as it is imported is noted under its name."""
+    from alembic import util
+
+    load = util.load_python_file
+
+    def load_or_stand_in(directory: Any, filename: str) -> types.ModuleType:
+        output = io.StringIO()
+        try:
+            with redirect_stdout(output), redirect_stderr(output):
+                return load(directory, filename)
+        except Exception as exc:
+            migration = migrations.get(os.path.realpath(os.path.join(directory, filename)))
+            if migration is None or migration.revision is None:
                 raise
-            result.failures.append((Location(frame.filename, frame.lineno), f"{type(exc).__name__}: {exc}"))
-            # Drop what the failed migration emitted before failing; restart after it.
-            recorder.statements = [s for s in recorder.statements if keys[s.location.path] != key]
-            start = revision
-    result.statements = recorder.statements
-    result.keys = keys
-    return result
+            return _broken_module(migration, exc)
+        finally:
+            if output.getvalue().strip():
+                rendered.note_printed(os.path.realpath(os.path.join(directory, filename)), output.getvalue())
+
+    util.load_python_file = load_or_stand_in
+    try:
+        yield
+    finally:
+        util.load_python_file = load
+
+
+def _stop_comment(script: Any, stop: Stop, downgrade: bool) -> str:
+    what = "downgrade()" if downgrade else "upgrade()"
+    return (f"-- nilemig: {display_path(script.path)} ({script.revision}) could not be rendered past line "
+            f"{stop.line}: {stop.reason}. What its {what} runs from that line on is missing here.\n\n")
+
+
+def render(project: Project, migrations: list[MigrationFile], revision_range: str = "heads",
+           downgrade: bool = False) -> Rendered:
+    """Render `revision_range` (`FROM:TO` allowed) of the upgrade (or downgrade), every migration once.
+
+    `migrations` are the project's files as `chain.read_chain` read them: a file Alembic cannot import
+    takes part in the chain through what they say, and fails when run."""
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    rendered = Rendered()
+    recorder = _Recorder(rendered)
+    starting, target = revision_range.split(":", 1) if ":" in revision_range else (None, revision_range)
+
+    def guard(step: Any) -> None:
+        original = step.migration_fn
+        # As Alembic imported it (a real path): what the migration's frames say, and the file's key.
+        key = filename = str(step.revision.path)
+
+        @functools.wraps(original)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            recorder.filename, recorder.statements = filename, []
+            printed = io.StringIO()
+            try:
+                with redirect_stdout(printed), redirect_stderr(printed):
+                    original(*args, **kwargs)
+            except (Exception, NeedsDatabase) as exc:  # noqa: BLE001 - a failing migration stops only itself
+                rendered.stops[key] = Stop(_failing_line(exc, filename), _is_offline_only(exc), _reason(exc))
+            finally:
+                recorder.filename = None
+            if key in rendered.stops:
+                recorder.write(_stop_comment(step.revision, rendered.stops[key], downgrade))
+            rendered.order.append(key)
+            rendered.statements[key] = recorder.statements
+            rendered.note_printed(key, printed.getvalue())
+
+        step.migration_fn = guarded
+
+    def steps(heads: Any, context: Any) -> list[Any]:
+        _prepare_offline(context, recorder)
+        found = script._downgrade_revs(target, heads) if downgrade else script._upgrade_revs(target, heads)
+        for step in found:
+            guard(step)
+        return found
+
+    config = alembic_config(project, output=recorder)
+    env_printed = io.StringIO()
+    with explain_errors(project):
+        script = ScriptDirectory.from_config(config)
+        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered), \
+                EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
+                                   destination_rev=target):
+            script.run_env()
+    rendered.note_printed(os.path.realpath(script.env_py_location), env_printed.getvalue())
+    return rendered
+
+
+def migration_paths(project: Project) -> list[Path]:
+    """Every migration file of the project, from all its version locations, as real paths."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import coerce_resource_to_filename
+
+    config = alembic_config(project)
+    _require_script_location(project, config)
+    with explain_errors(project):
+        script = ScriptDirectory.from_config(config)
+        locations = config.get_version_locations_list()
+    folders = [Path(coerce_resource_to_filename(loc)) for loc in locations] if locations else \
+        [Path(script.dir) / "versions"]
+    pattern = "**/*.py" if script.recursive_version_locations else "*.py"
+    # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
+    # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
+    return sorted({p.resolve() if p.is_symlink() else p for folder in folders for p in folder.resolve().glob(pattern)
+                   if not p.name.startswith(("__init__", ".#"))})
+
+
+def _require_script_location(project: Project, config: Any) -> None:
+    """A clear message where Alembic would say "No 'script_location' key found" (or crash on a missing section)."""
+    section = config.config_ini_section
+    if config.get_alembic_option("script_location") is not None:
+        return
+    parser = config.file_config
+    others = [s for s in parser.sections() if s != section and parser.has_option(s, "script_location")]
+    ini = display_path(project.ini_path)
+    where = f"has no [{section}] section" if not parser.has_section(section) else \
+        f"has no script_location in its [{section}] section"
+    if others:
+        hint = (f" Section(s) {', '.join(f'[{s}]' for s in others)} have one: pass `--name {others[0]}` "
+                "to read that section (like `alembic -n`).")
+    else:
+        hint = (" Add `script_location = <the folder holding env.py and versions/>` to it (Flask-Migrate "
+                "projects set it in code; theirs is usually `migrations`).")
+    raise NilemigError(f"{ini} {where}, so nilemig cannot find the migrations.{hint}")

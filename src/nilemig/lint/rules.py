@@ -9,16 +9,19 @@ sets its own `down_revision` keeps it, the others follow the previous one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pglast import ast, enums
 
 from nilemig import nile
 from nilemig.core import display_path
-from nilemig.lint.chain import Chain
+from nilemig.lint.chain import Chain, RenderFailure
 from nilemig.lint.registry import ERROR, WARNING, chain_rule, statement_rule
 from nilemig.lint.schema import (
+    BecameTenantAware,
+    ForeignKey,
     Location,
     Schema,
     Table,
@@ -28,6 +31,7 @@ from nilemig.lint.schema import (
     names,
     relation_display,
     relation_key,
+    sql_type_name,
     table_from_create,
     type_name,
     unique_keys,
@@ -43,15 +47,18 @@ NEXT = "# --- next migration ---"
 class Statement:
     """One SQL statement a migration runs, with the schema as it was just before it."""
 
-    node: Any
+    node: Any  # a pglast statement node, or a BecameTenantAware at the end of a migration
     schema: Schema
     location: Location
+    existing_types: dict[str, str] = field(default_factory=dict)  # column -> what `existing_type=` said
     in_step: bool = False  # run by for_each_tenant, once per tenant in its own transaction
 
+    @cached_property
+    def _created(self) -> Table | None:
+        return table_from_create(self.node, self.location) if isinstance(self.node, ast.CreateStmt) else None
+
     def created_table(self) -> Table | None:
-        if isinstance(self.node, ast.CreateStmt):
-            return table_from_create(self.node, self.location)
-        return None
+        return self._created
 
     def target_table(self) -> Table | None:
         """The existing table an ALTER / CREATE INDEX / INSERT / UPDATE / DELETE works on."""
@@ -86,9 +93,10 @@ def _is_tenants(relation: ast.RangeVar) -> bool:
     """,
 )
 def tenant_primary_key(stmt: Statement) -> Iterator[str]:
-    """A table with a `tenant_id` column is tenant-aware, and Nile requires its primary key to
+    """A table with a `tenant_id uuid` column is tenant-aware, and Nile requires its primary key to
     include `tenant_id` (in any position): rows are placed by tenant. Nile rejects the table
-    otherwise. Put `tenant_id` in the primary key (the `TenantAware` mixin does)."""
+    otherwise. Put `tenant_id` in the primary key (the `TenantAware` mixin does). A table that gets
+    `tenant_id` later is judged from then on: re-key it in the same migration."""
     table = stmt.created_table()
     if table is not None and table.tenant_aware and nile.TENANT_ID not in table.primary_key:
         key = f"({', '.join(table.primary_key)})" if table.primary_key else "no primary key"
@@ -101,6 +109,11 @@ def tenant_primary_key(stmt: Statement) -> Iterator[str]:
                     and nile.TENANT_ID not in keys:
                 yield (f"primary key ({', '.join(keys)}) on tenant-aware table {target.display()!r} "
                        "lacks tenant_id; Nile requires it")
+    if isinstance(stmt.node, BecameTenantAware) and stmt.node.primary_key is not None \
+            and nile.TENANT_ID not in stmt.node.primary_key:
+        key = f"({', '.join(stmt.node.primary_key)})" if stmt.node.primary_key else "no primary key"
+        yield (f"table {stmt.node.table.display()!r} becomes tenant-aware here but keeps {key}; "
+               "Nile requires tenant_id in its primary key")
 
 
 @statement_rule(
@@ -178,6 +191,10 @@ def tenant_sequences(stmt: Statement) -> Iterator[str]:
                     yield f"{target.display()}.{cmd.def_.colname} uses a sequence ({how}); Nile's tenant tables cannot"
             for cmd in alter_commands(stmt.node, AT.AT_AddIdentity):
                 yield f"{target.display()}.{cmd.name} becomes an identity column; Nile's tenant tables cannot"
+    if isinstance(stmt.node, BecameTenantAware):
+        for column, how in stmt.node.sequences.items():
+            yield (f"{stmt.node.table.display()}.{column} uses a sequence ({how}) and the table becomes "
+                   "tenant-aware here; Nile's tenant tables cannot")
     if isinstance(stmt.node, ast.CreateSeqStmt):
         for option in stmt.node.options or ():
             if option.defname == "owned_by":
@@ -187,17 +204,23 @@ def tenant_sequences(stmt: Statement) -> Iterator[str]:
                     yield f"sequence owned by tenant-aware table {owner.display()!r}; Nile's tenant tables cannot"
 
 
-def _foreign_key_pairs(stmt: Statement) -> Iterator[tuple[Table, Any, Table | None]]:
-    """(source table, foreign key, target table or None when unknown) for every FK a statement adds."""
+def _foreign_key_pairs(stmt: Statement) -> Iterator[tuple[Table, ForeignKey, Table | None]]:
+    """(source table, foreign key, target table or None when unknown) for every FK a statement adds, or
+    every FK from or to a table that becomes tenant-aware."""
     table = stmt.created_table()
     if table is not None:
-        for fk in foreign_keys(stmt.node.tableElts):
+        for fk in table.foreign_keys:
             target = table if relation_key(fk.target) == table.key else stmt.schema.get(fk.target)
             yield table, fk, target
     if isinstance(stmt.node, ast.AlterTableStmt) and (source := stmt.target_table()) is not None:
         elements = [c.def_ for c in alter_commands(stmt.node, AT.AT_AddConstraint, AT.AT_AddColumn)]
-        for fk in foreign_keys(elements):
+        for fk in foreign_keys(source.name, elements):
             yield source, fk, stmt.schema.get(fk.target)
+    if isinstance(stmt.node, BecameTenantAware):
+        for fk in stmt.node.foreign_keys:
+            yield stmt.node.table, fk, stmt.schema.get(fk.target)
+        for source, fk in stmt.node.incoming:
+            yield source, fk, stmt.node.table
 
 
 @statement_rule(
@@ -348,14 +371,16 @@ def tenant_unique_without_tenant_id(stmt: Statement) -> Iterator[str]:
     keys: list[tuple[str, tuple[str, ...]]] = []
     table = stmt.created_table()
     if table is not None and table.tenant_aware:
-        keys += [(table.display(), k) for k in unique_keys(stmt.node.tableElts)]
+        keys += [(table.display(), k) for k in table.uniques.values()]
     target = stmt.target_table()
     if target is not None and target.tenant_aware:
         if isinstance(stmt.node, ast.IndexStmt) and stmt.node.unique:
             keys.append((target.display(), names(stmt.node.indexParams)))
         if isinstance(stmt.node, ast.AlterTableStmt):
-            added = [c.def_ for c in alter_commands(stmt.node, AT.AT_AddConstraint)]
-            keys += [(target.display(), k) for k in unique_keys(added)]
+            added = [c.def_ for c in alter_commands(stmt.node, AT.AT_AddConstraint, AT.AT_AddColumn)]
+            keys += [(target.display(), k) for _, k in unique_keys(target.name, added)]
+    if isinstance(stmt.node, BecameTenantAware):
+        keys += [(stmt.node.table.display(), k) for k in stmt.node.uniques]
     for where, columns in keys:
         if nile.TENANT_ID not in columns:
             yield f"unique ({', '.join(columns)}) on tenant-aware table {where!r} does not include tenant_id"
@@ -673,7 +698,8 @@ def table_created_twice(stmt: Statement) -> Iterator[str]:
 def destructive(stmt: Statement) -> Iterator[str]:
     """Dropping a table or column, changing a column's type, making a column `NOT NULL`, or
     truncating loses data or fails on existing rows, and cannot be undone by a downgrade.
-    Make sure it is meant; `# nilemig: ignore[MIG005]` on the line says it is."""
+    Make sure it is meant; `# nilemig: ignore[MIG005]` on the line says it is. A type change is
+    judged from `existing_type=` when the migration gives it, else from the schema the chain built."""
     node = stmt.node
     if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_TABLE:
         yield f"drops table(s) {', '.join('.'.join(names(o)) for o in node.objects or ())} and their data"
@@ -685,7 +711,8 @@ def destructive(stmt: Statement) -> Iterator[str]:
             yield f"drops column {where}.{cmd.name} and its data"
         table = stmt.target_table()
         for cmd in alter_commands(node, AT.AT_AlterColumnType):
-            old = table.columns.get(cmd.name) if table is not None else None
+            old = sql_type_name(stmt.existing_types[cmd.name]) if cmd.name in stmt.existing_types else \
+                table.columns.get(cmd.name) if table is not None else None
             new = type_name(cmd.def_.typeName)
             if old is None or not is_widening(old, new):
                 yield (f"changes the type of {where}.{cmd.name} ({old or 'unknown'} -> {new}), which can truncate "
@@ -769,17 +796,30 @@ def missing_down_revision(chain: Chain) -> Iterator[tuple[str, Any, int]]:
     """,
 )
 def empty_downgrade(chain: Chain) -> Iterator[tuple[str, Any, int]]:
-    """A `downgrade()` that does nothing makes `nilemig down` report success while leaving the
-    schema as it was. Undo what `upgrade()` did, or raise an error saying why it cannot be
-    undone."""
+    """A `downgrade()` that does nothing makes `nilemig down` report success while leaving what
+    `upgrade()` did in place: the schema changed, or the rows it wrote. Undo it, or raise an error
+    saying why it cannot be undone. Merge migrations and migrations whose `upgrade()` does nothing
+    have nothing to undo and are not reported."""
     for migration in chain.migrations:
-        if migration.downgrade_line is not None and migration.downgrade_is_empty:
-            yield "downgrade() does nothing: `nilemig down` would leave the schema changed", migration.path, \
-                migration.downgrade_line
+        if migration.downgrade_line is None or not migration.downgrade_is_empty or migration.is_merge \
+                or migration.upgrade_is_empty or migration.changes == set():
+            continue
+        left = "the rows upgrade() wrote" if migration.changes == {"data"} else "the schema changed"
+        yield f"downgrade() does nothing: `nilemig down` would leave {left}", migration.path, \
+            migration.downgrade_line
+
+
+def _unchecked(failure: RenderFailure) -> str:
+    if not failure.checked:
+        return "nothing in it was checked"
+    rest = f"lines {failure.line}-{failure.unchecked_to}" if failure.unchecked_to and \
+        failure.unchecked_to > failure.line else f"line {failure.line} on"
+    return (f"the {failure.checked} statement(s) before it were checked, what upgrade() runs from {rest} "
+            "was not")
 
 
 @chain_rule(
-    "MIG000", WARNING, "Migration that cannot be rendered offline",
+    "MIG000", ERROR, "Migration that needs a live database, so part of it was not checked",
     bad="""
     def upgrade():
         rows = op.get_bind().execute(sa.text("SELECT id FROM account")).fetchall()
@@ -791,12 +831,40 @@ def empty_downgrade(chain: Chain) -> Iterator[tuple[str, Any, int]]:
         op.execute("UPDATE account SET name = upper(name)")
     """,
 )
-def cannot_render(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+def needs_database(chain: Chain) -> Iterator[tuple[str, Any, int]]:
     """nilemig checks migrations without a database, by rendering them to SQL with Alembic's
-    offline mode. A migration that needs a live connection (`op.get_bind()`, reading rows) cannot
-    be rendered, so nothing in it is checked. Prefer `op.execute`, or accept the gap."""
-    for path, line, why in chain.render_failures:
-        yield f"cannot be rendered to SQL without a database, so it was not checked ({why})", path, line
+    offline mode. A migration that reads rows (`op.get_bind().execute(...).fetchall()`) or reflects
+    tables cannot go on offline: the statements before that line are checked, the rest of its
+    `upgrade()` is not, so this is an error rather than a silent pass. Prefer set-based SQL in
+    `op.execute`; or review the unchecked lines yourself and say so with
+    `# nilemig: ignore[MIG000]` on the line that reads."""
+    for failure in chain.render_failures:
+        if failure.offline_only:
+            yield (f"needs a live database here: {failure.reason}; {_unchecked(failure)}", failure.path,
+                   failure.line)
+
+
+@chain_rule(
+    "MIG007", ERROR, "Migration code that fails when it runs",
+    bad="""
+    def upgrade():
+        op.add_column("tenants", sa.Column("plan", sqlmodel.sql.sqltypes.AutoString()))
+    """,
+    good="""
+    def upgrade():
+        op.add_column("tenants", sa.Column("plan", sa.String()))
+    """,
+)
+def fails_when_run(chain: Chain) -> Iterator[tuple[str, Any, int]]:
+    """A migration that raises for a reason no database changes — a missing import (autogenerate
+    output using `sqlmodel` or `pgvector` types without importing them), a `NameError`, a syntax
+    error, an API SQLAlchemy 2.0 removed (`select([...])`, executing a plain string) — fails on
+    Nile just as it fails here, after the migrations before it were applied. What it ran before
+    the failing line is still checked."""
+    for failure in chain.render_failures:
+        if not failure.offline_only:
+            yield f"fails when it runs, on Nile too: {failure.reason}; {_unchecked(failure)}", failure.path, \
+                failure.line
 
 
 @chain_rule(

@@ -22,6 +22,14 @@ class Location:
     line: int
 
 
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    columns: tuple[str, ...]
+    target: ast.RangeVar
+    target_columns: tuple[str, ...]
+
+
 @dataclass
 class Table:
     schema: str
@@ -29,6 +37,9 @@ class Table:
     columns: dict[str, str] = field(default_factory=dict)  # column -> type name as PostgreSQL spells it
     primary_key: tuple[str, ...] = ()
     created_at: Location | None = None  # None: one of Nile's built-ins
+    sequences: dict[str, str] = field(default_factory=dict)  # column -> how it draws on a sequence
+    foreign_keys: list[ForeignKey] = field(default_factory=list)  # outgoing
+    uniques: dict[str, tuple[str, ...]] = field(default_factory=dict)  # constraint or index name -> columns
 
     @property
     def key(self) -> tuple[str, str]:
@@ -36,7 +47,12 @@ class Table:
 
     @property
     def tenant_aware(self) -> bool:
-        return nile.TENANT_ID in self.columns
+        """Nile's definition: a `tenant_id uuid` column. A tenant_id of another type is an error (NILE002)."""
+        return self.columns.get(nile.TENANT_ID) == "uuid"
+
+    @property
+    def primary_key_name(self) -> str:
+        return f"{self.name}_pkey"
 
     @property
     def builtin(self) -> bool:
@@ -57,9 +73,27 @@ def _builtin_tables() -> list[Table]:
     ]
 
 
+@dataclass(frozen=True)
+class BecameTenantAware:
+    """Not SQL: handed to the statement rules at the end of a migration in which an existing table got a
+    `tenant_id uuid`. Holds what the table had before that, and still has: the rules judge it as tenant-aware."""
+
+    table: Table
+    primary_key: tuple[str, ...] | None  # None when the migration set a new one (judged where it was set)
+    sequences: dict[str, str]
+    foreign_keys: list[ForeignKey]
+    incoming: list[tuple[Table, ForeignKey]]  # foreign keys of other tables that point at it
+    uniques: list[tuple[str, ...]]
+
+
 @dataclass
 class Schema:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
+    indexes: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # unique index -> table key
+
+    def referencing(self, table: Table) -> list[tuple[Table, ForeignKey]]:
+        return [(source, fk) for source in self.tables.values() for fk in source.foreign_keys
+                if source is not table and self.get(fk.target) is table]
 
     @classmethod
     def with_nile_builtins(cls) -> Schema:
@@ -135,46 +169,77 @@ def table_from_create(stmt: ast.CreateStmt, location: Location) -> Table:
     table = Table(schema, name, created_at=location)
     for element in stmt.tableElts or ():
         if isinstance(element, ast.ColumnDef):
-            table.columns[element.colname] = type_name(element.typeName)
+            _add_column(table, element)
             if column_constraints(element, enums.ConstrType.CONSTR_PRIMARY):
                 table.primary_key = (element.colname,)
         elif isinstance(element, ast.Constraint) and element.contype == enums.ConstrType.CONSTR_PRIMARY:
             table.primary_key = names(element.keys)
+    table.foreign_keys = foreign_keys(name, stmt.tableElts)
+    table.uniques = dict(unique_keys(name, stmt.tableElts))
     return table
 
 
-@dataclass(frozen=True)
-class ForeignKey:
-    columns: tuple[str, ...]
-    target: ast.RangeVar
-    target_columns: tuple[str, ...]
+def _add_column(table: Table, column: ast.ColumnDef) -> None:
+    table.columns[column.colname] = type_name(column.typeName)
+    if how := uses_sequence(column):
+        table.sequences[column.colname] = how
 
 
-def foreign_keys(elements: Any) -> list[ForeignKey]:
-    """Foreign keys in CREATE TABLE elements, column-level and table-level."""
+def _default_name(table: str, columns: tuple[str, ...], suffix: str) -> str:
+    """The name PostgreSQL gives an unnamed constraint (before truncation to 63 characters)."""
+    return "_".join((table, *columns, suffix))
+
+
+def foreign_keys(table: str, elements: Any) -> list[ForeignKey]:
+    """Foreign keys in CREATE TABLE elements (or ALTER TABLE additions), column-level and table-level."""
     found = []
     for element in elements or ():
         if isinstance(element, ast.ColumnDef):
             for c in column_constraints(element, enums.ConstrType.CONSTR_FOREIGN):
-                found.append(ForeignKey((element.colname,), c.pktable, names(c.pk_attrs)))
+                columns = (element.colname,)
+                found.append(ForeignKey(c.conname or _default_name(table, columns, "fkey"), columns, c.pktable,
+                                        names(c.pk_attrs)))
         elif isinstance(element, ast.Constraint) and element.contype == enums.ConstrType.CONSTR_FOREIGN:
-            found.append(ForeignKey(names(element.fk_attrs), element.pktable, names(element.pk_attrs)))
+            columns = names(element.fk_attrs)
+            found.append(ForeignKey(element.conname or _default_name(table, columns, "fkey"), columns,
+                                    element.pktable, names(element.pk_attrs)))
     return found
 
 
-def unique_keys(elements: Any) -> list[tuple[str, ...]]:
-    """Column sets of UNIQUE constraints in CREATE TABLE elements."""
+def unique_keys(table: str, elements: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, columns) of UNIQUE constraints in CREATE TABLE elements (or ALTER TABLE additions)."""
     found = []
     for element in elements or ():
-        if isinstance(element, ast.ColumnDef) and column_constraints(element, enums.ConstrType.CONSTR_UNIQUE):
-            found.append((element.colname,))
+        if isinstance(element, ast.ColumnDef):
+            for c in column_constraints(element, enums.ConstrType.CONSTR_UNIQUE):
+                found.append((c.conname or _default_name(table, (element.colname,), "key"), (element.colname,)))
         elif isinstance(element, ast.Constraint) and element.contype == enums.ConstrType.CONSTR_UNIQUE:
-            found.append(names(element.keys))
+            columns = names(element.keys)
+            found.append((element.conname or _default_name(table, columns, "key"), columns))
     return found
+
+
+def sql_type_name(sql_type: str) -> str:
+    """'INTEGER' -> 'int4': a type as SQLAlchemy renders it, named as the schema tracks it."""
+    import pglast
+
+    try:
+        target = pglast.parse_sql(f"SELECT NULL::{sql_type}")[0].stmt.targetList[0].val
+    except pglast.parser.ParseError:
+        return sql_type.lower()
+    return type_name(target.typeName)
 
 
 def alter_commands(stmt: ast.AlterTableStmt, *subtypes: enums.AlterTableType) -> list[ast.AlterTableCmd]:
     return [c for c in stmt.cmds or () if c.subtype in subtypes]
+
+
+def _object_keys(stmt: ast.DropStmt) -> list[tuple[str, str]]:
+    keys = []
+    for obj in stmt.objects or ():
+        parts = names(obj)
+        keys.append((parts[0], parts[1]) if len(parts) > 1 else ("public", parts[0]))
+    return keys
 
 
 def apply(schema: Schema, stmt: Any, location: Location) -> None:
@@ -184,23 +249,22 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
         if not (stmt.if_not_exists and key in schema.tables):
             schema.tables[key] = table_from_create(stmt, location)
     elif isinstance(stmt, ast.DropStmt) and stmt.removeType == enums.ObjectType.OBJECT_TABLE:
-        for obj in stmt.objects or ():
-            parts = names(obj)
-            schema.tables.pop((parts[0], parts[1]) if len(parts) > 1 else ("public", parts[0]), None)
+        for key in _object_keys(stmt):
+            schema.tables.pop(key, None)
+    elif isinstance(stmt, ast.DropStmt) and stmt.removeType == enums.ObjectType.OBJECT_INDEX:
+        for schema_name, index in _object_keys(stmt):
+            table = schema.tables.get(schema.indexes.pop((schema_name, index), ("", "")))
+            if table is not None:
+                table.uniques.pop(index, None)
+    elif isinstance(stmt, ast.IndexStmt) and stmt.unique and (table := schema.get(stmt.relation)) is not None:
+        columns = names(stmt.indexParams)
+        index = stmt.idxname or _default_name(table.name, columns, "idx")
+        table.uniques[index] = columns
+        schema.indexes[(table.schema, index)] = table.key
     elif isinstance(stmt, ast.AlterTableStmt):
         table = schema.get(stmt.relation)
-        if table is None:
-            return
-        T = enums.AlterTableType
-        for cmd in stmt.cmds or ():
-            if cmd.subtype == T.AT_AddColumn:
-                table.columns[cmd.def_.colname] = type_name(cmd.def_.typeName)
-            elif cmd.subtype == T.AT_DropColumn:
-                table.columns.pop(cmd.name, None)
-            elif cmd.subtype == T.AT_AlterColumnType:
-                table.columns[cmd.name] = type_name(cmd.def_.typeName)
-            elif cmd.subtype == T.AT_AddConstraint and cmd.def_.contype == enums.ConstrType.CONSTR_PRIMARY:
-                table.primary_key = names(cmd.def_.keys)
+        if table is not None:
+            _apply_alter(table, stmt)
     elif isinstance(stmt, ast.RenameStmt) and stmt.renameType == enums.ObjectType.OBJECT_TABLE:
         table = schema.tables.pop(relation_key(stmt.relation), None)
         if table is not None:
@@ -210,4 +274,43 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
         table = schema.get(stmt.relation)
         if table is not None and stmt.subname in table.columns:
             table.columns[stmt.newname] = table.columns.pop(stmt.subname)
+            if stmt.subname in table.sequences:
+                table.sequences[stmt.newname] = table.sequences.pop(stmt.subname)
             table.primary_key = tuple(stmt.newname if c == stmt.subname else c for c in table.primary_key)
+
+
+def _apply_alter(table: Table, stmt: ast.AlterTableStmt) -> None:
+    T = enums.AlterTableType
+    C = enums.ConstrType
+    for cmd in stmt.cmds or ():
+        if cmd.subtype == T.AT_AddColumn:
+            _add_column(table, cmd.def_)
+            table.foreign_keys += foreign_keys(table.name, [cmd.def_])
+            table.uniques.update(unique_keys(table.name, [cmd.def_]))
+        elif cmd.subtype == T.AT_DropColumn:
+            table.columns.pop(cmd.name, None)
+            table.sequences.pop(cmd.name, None)
+            table.foreign_keys = [fk for fk in table.foreign_keys if cmd.name not in fk.columns]
+            table.uniques = {n: cols for n, cols in table.uniques.items() if cmd.name not in cols}
+        elif cmd.subtype == T.AT_AlterColumnType:
+            table.columns[cmd.name] = type_name(cmd.def_.typeName)
+        elif cmd.subtype == T.AT_ColumnDefault:
+            if cmd.def_ is None and table.sequences.get(cmd.name) != "identity column":
+                table.sequences.pop(cmd.name, None)
+            elif isinstance(cmd.def_, ast.FuncCall) and names(cmd.def_.funcname)[-1:] == ("nextval",):
+                table.sequences[cmd.name] = "DEFAULT nextval(...)"
+        elif cmd.subtype == T.AT_AddIdentity:
+            table.sequences[cmd.name] = "identity column"
+        elif cmd.subtype == T.AT_DropIdentity:
+            table.sequences.pop(cmd.name, None)
+        elif cmd.subtype == T.AT_AddConstraint and cmd.def_.contype == C.CONSTR_PRIMARY:
+            table.primary_key = names(cmd.def_.keys)
+        elif cmd.subtype == T.AT_AddConstraint and cmd.def_.contype == C.CONSTR_FOREIGN:
+            table.foreign_keys += foreign_keys(table.name, [cmd.def_])
+        elif cmd.subtype == T.AT_AddConstraint and cmd.def_.contype == C.CONSTR_UNIQUE:
+            table.uniques.update(unique_keys(table.name, [cmd.def_]))
+        elif cmd.subtype == T.AT_DropConstraint:
+            if cmd.name == table.primary_key_name:
+                table.primary_key = ()
+            table.foreign_keys = [fk for fk in table.foreign_keys if fk.name != cmd.name]
+            table.uniques.pop(cmd.name, None)

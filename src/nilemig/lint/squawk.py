@@ -136,7 +136,7 @@ class Squawk:
             snippet = flagged.text if len(flagged.text) <= 40 else flagged.text[:39] + "…"
             message += f" (`{snippet}`)" if snippet else ""
             yield SquawkFinding(PREFIX + rule, ERROR if str(item.get("level")).lower() == "error" else WARNING,
-                                message, script.migration, chunk.emitted.location.line, chunk.emitted.lines)
+                                message, script.migration, chunk.emitted.line, chunk.emitted.lines)
 
     def _run(self, paths: list[str], cwd: Path) -> list[dict[str, Any]]:
         command = [self.binary, "--reporter", "json", "--assume-in-transaction",
@@ -164,7 +164,7 @@ class Squawk:
             return chunk.tenant_aware and (rule == "prefer-identity" or flagged.column == nile.TENANT_ID
                                            or flagged.text.lower() in SERIAL_TYPES)
         if rule in AUTOCOMMIT_ADVICE:
-            source = script.migration.lines[chunk.emitted.location.line - 1]
+            source = script.migration.lines[chunk.emitted.line - 1]
             return chunk.emitted.sql.strip().rstrip(";").upper() in ("BEGIN", "COMMIT") and "autocommit_block" in source
         return False
 
