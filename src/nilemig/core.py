@@ -47,9 +47,11 @@ def alembic_config(
     config.attributes[FROM_CLI_KEY] = True
     # An env.py that is not nilemig's reads `sqlalchemy.url`: give it the database nilemig chose
     # (only the dialect when rendering offline), in memory only, and keep it there (see _config_class).
-    url = database.url.render_as_string(hide_password=False) if database is not None else OFFLINE_URL
-    config.set_main_option(URL_OPTION, url.replace("%", "%%"))
-    config.url_pinned = True
+    # A section the file lacks stays missing, so that require_script_location can say so.
+    if config.file_config.has_section(project.section):
+        url = database.url.render_as_string(hide_password=False) if database is not None else OFFLINE_URL
+        config.set_main_option(URL_OPTION, url.replace("%", "%%"))
+        config.url_pinned = True
     if database is not None:
         config.attributes[DATABASE_KEY] = database
     if on_version_apply is not None:
@@ -83,11 +85,32 @@ def foreign_env_py(project: Project) -> Path | None:
     """The project's env.py when it is not nilemig's (it does not call nilemig.alembic_env), else None."""
     from alembic.script import ScriptDirectory
 
+    config = alembic_config(project)
+    require_script_location(project, config)
     with explain_errors(project):
-        path = Path(ScriptDirectory.from_config(alembic_config(project)).env_py_location)
+        path = Path(ScriptDirectory.from_config(config).env_py_location)
     if path.is_file() and ENV_PY_MARKER in path.read_text(encoding="utf-8"):
         return None
     return path
+
+
+def require_script_location(project: Project, config: Any) -> None:
+    """A clear message where Alembic would say "No 'script_location' key found" (or crash on a missing section)."""
+    section = config.config_ini_section
+    if config.get_alembic_option("script_location") is not None:
+        return
+    parser = config.file_config
+    others = [s for s in parser.sections() if s != section and parser.has_option(s, "script_location")]
+    ini = display_path(project.ini_path)
+    where = f"has no [{section}] section" if not parser.has_section(section) else \
+        f"has no script_location in its [{section}] section"
+    if others:
+        hint = (f" Section(s) {', '.join(f'[{s}]' for s in others)} have one: pass `--name {others[0]}` "
+                "to `check` or `sql` to read that section (like `alembic -n`).")
+    else:
+        hint = (" Add `script_location = <the folder holding env.py and versions/>` to it (Flask-Migrate "
+                "projects set it in code; theirs is usually `migrations`).")
+    raise NilemigError(f"{ini} {where}, so nilemig cannot find the migrations.{hint}")
 
 
 def foreign_env_py_notice(env_py: Path) -> str:

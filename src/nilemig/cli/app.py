@@ -107,11 +107,14 @@ def _main(
     _state["debug"] = debug
 
 
-def current_project():
+def current_project(section: str = "alembic"):
+    """The project here, reading `section` of its alembic.ini (`-n`); says once when its env.py is not nilemig's."""
+    from dataclasses import replace
+
     from nilemig.config import find_project
     from nilemig.core import foreign_env_py, foreign_env_py_notice
 
-    project = find_project()
+    project = replace(find_project(), section=section)
     env_py = foreign_env_py(project)
     if env_py is not None:
         err.print(f"[yellow]Note:[/] {escape(foreign_env_py_notice(env_py))}")

@@ -24,12 +24,6 @@ IniSection = Annotated[str, typer.Option(
     "--name", "-n", help="The section of alembic.ini to read, like `alembic -n` (default: alembic).")]
 
 
-def _project(section: str):
-    from dataclasses import replace
-
-    return replace(current_project(), section=section)
-
-
 def _show_printed(printed) -> None:
     """What migration code printed while rendering: captured, so it never mixes with the SQL or JSON on stdout."""
     from nilemig.core import display_path
@@ -56,7 +50,7 @@ def check(
 
     if output_format not in ("text", "json", "github"):
         raise UsageError(f"Unknown --format {output_format!r}: use text, json or github.")
-    result = run_check(_project(section), with_squawk=with_squawk)
+    result = run_check(current_project(section), with_squawk=with_squawk)
     if output_format == "json":
         out.print_json(json.dumps({"findings": [f.to_json() for f in result.findings],
                                    "errors": len(result.errors), "warnings": len(result.warnings),
@@ -105,7 +99,7 @@ def sql(
     from nilemig.commands.sql import render_sql
     from nilemig.core import display_path
 
-    rendered = render_sql(_project(section), revision_range, downgrade)
+    rendered = render_sql(current_project(section), revision_range, downgrade)
     sys.stdout.write(rendered.script)
     sys.stdout.flush()
     _show_printed(rendered.printed)

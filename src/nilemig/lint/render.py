@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, display_path, explain_errors
-from nilemig.errors import NilemigError
+from nilemig.core import alembic_config, display_path, explain_errors, require_script_location
 from nilemig.lint.chain import MigrationFile
 
 if TYPE_CHECKING:
@@ -318,7 +317,7 @@ def migration_paths(project: Project) -> list[Path]:
     from alembic.util import coerce_resource_to_filename
 
     config = alembic_config(project)
-    _require_script_location(project, config)
+    require_script_location(project, config)
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
         locations = config.get_version_locations_list()
@@ -329,22 +328,3 @@ def migration_paths(project: Project) -> list[Path]:
     # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
     return sorted({p.resolve() if p.is_symlink() else p for folder in folders for p in folder.resolve().glob(pattern)
                    if not p.name.startswith(("__init__", ".#"))})
-
-
-def _require_script_location(project: Project, config: Any) -> None:
-    """A clear message where Alembic would say "No 'script_location' key found" (or crash on a missing section)."""
-    section = config.config_ini_section
-    if config.get_alembic_option("script_location") is not None:
-        return
-    parser = config.file_config
-    others = [s for s in parser.sections() if s != section and parser.has_option(s, "script_location")]
-    ini = display_path(project.ini_path)
-    where = f"has no [{section}] section" if not parser.has_section(section) else \
-        f"has no script_location in its [{section}] section"
-    if others:
-        hint = (f" Section(s) {', '.join(f'[{s}]' for s in others)} have one: pass `--name {others[0]}` "
-                "to read that section (like `alembic -n`).")
-    else:
-        hint = (" Add `script_location = <the folder holding env.py and versions/>` to it (Flask-Migrate "
-                "projects set it in code; theirs is usually `migrations`).")
-    raise NilemigError(f"{ini} {where}, so nilemig cannot find the migrations.{hint}")
