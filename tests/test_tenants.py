@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from conftest import current_revision, libpq, new_migration, run_cli, url_string
 
-SCOPED = "WHERE tenant_id = current_setting('nile.tenant_id')::uuid"
-BUMP = f"UPDATE todos SET n = n + 1 {SCOPED}".strip()
+# Step SQL names no tenant: the tenant context scopes it, as on Nile (the local database emulates that).
+BUMP = "UPDATE todos SET n = n + 1"
 IMPORT = "from nilemig.tenants import for_each_tenant\n    "
 TODOS = ("op.create_table('todos', sa.Column('tenant_id', sa.Uuid, primary_key=True), "
          "sa.Column('id', sa.Integer, primary_key=True, autoincrement=False), "
@@ -58,6 +58,12 @@ def spawn(project: Path, url, *args: str) -> subprocess.Popen:
     env["DATABASE_URL"] = url_string(url)
     return subprocess.Popen([sys.executable, "-m", "nilemig", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def database_url(local_database):
+    """A database set up as the local one is: under `nile.tenant_id` a query sees only that tenant's rows."""
+    return local_database
 
 
 @pytest.fixture
@@ -203,7 +209,7 @@ def test_a_second_runner_waits_on_the_lock_while_a_step_runs(todos, database_url
 def test_a_step_in_downgrade_and_the_offline_sql(todos, database_url):
     seed(database_url, 5)
     path = step_migration("bump n", downgrade=f"{IMPORT}for_each_tenant('unbump n', "
-                          f"{('UPDATE todos SET n = n - 1 ' + SCOPED)!r})")
+                          f"{'UPDATE todos SET n = n - 1'!r})")
     assert run_cli("up").exit_code == 0
     assert counts(database_url) == {1: 15}
     down = run_cli("down")
@@ -242,7 +248,7 @@ def test_exactly_once_under_kill_9(project, pg_server):
     tenants, rows = 400, 2
     new_migration("create todos", TODOS, "op.drop_table('todos')")
     step_migration("bump n", f"{BUMP}; SELECT pg_sleep(0.005)")  # a step of a second or two to land kills in
-    template = pg_server.create_database()
+    template = pg_server.create_local_database()
     run = run_cli("up", "+1", "--database-url", url_string(template))
     assert run.exit_code == 0, run.output
     seed(template, tenants, rows)
@@ -366,7 +372,7 @@ def test_verify_runs_steps_on_seeded_tenants_and_rows(project, pg_server):
 
     assert verify() == []
     # Fails only when the step meets a row: the scratch database had tenants with rows.
-    step_migration("divide", f"UPDATE todos SET n = n / 0 {SCOPED}")
+    step_migration("divide", "UPDATE todos SET n = n / 0")
     (failure,) = verify()
     assert failure["kind"] == "upgrade" and "Step 'divide'" in failure["message"]
     assert "division by zero" in failure["message"] and "3 of 3 tenant(s)" in failure["message"]

@@ -34,7 +34,7 @@ from nilemig.database import (
     create_engine,
     libpq_dsn,
 )
-from nilemig.errors import NilemigError
+from nilemig.errors import AnswerIsNo, NilemigError
 from nilemig.keys import (
     STEP_FAILURES_TABLE,
     STEP_RUNNER_KEY,
@@ -158,12 +158,12 @@ def for_each_tenant(name: str, sql_or_callable: str | Action, tenants: str | Non
 
 def _validate(name: Any, sql_or_callable: Any, tenants: Any) -> None:
     if not isinstance(name, str) or not name.strip():
-        raise NilemigError("for_each_tenant needs a name (a non-empty string, unique within the migration).")
+        raise AnswerIsNo("for_each_tenant needs a name (a non-empty string, unique within the migration).")
     if not (callable(sql_or_callable) or (isinstance(sql_or_callable, str) and sql_or_callable.strip())):
-        raise NilemigError(f"for_each_tenant({name!r}) needs SQL (a non-empty string) or a function "
+        raise AnswerIsNo(f"for_each_tenant({name!r}) needs SQL (a non-empty string) or a function "
                            "taking (connection, tenant_id).")
     if tenants is not None and not (isinstance(tenants, str) and tenants.strip()):
-        raise NilemigError(f"for_each_tenant({name!r}): tenants= is a SELECT whose first column is the tenant id.")
+        raise AnswerIsNo(f"for_each_tenant({name!r}): tenants= is a SELECT whose first column is the tenant id.")
 
 
 def template(name: str, sql_or_callable: str | Action, tenants: str | None = None) -> str:
@@ -312,7 +312,7 @@ class PlainProgress:
         return f"{done}/{self.total} tenants, {rate:.0f}/s{eta}, {failed} failed"
 
 
-class StepFailed(NilemigError):
+class StepFailed(AnswerIsNo):
     """Some tenants kept failing: the step stays incomplete, the database at its migration."""
 
 
@@ -326,7 +326,7 @@ class StepRunner:
 
     def register(self, name: str, sql_or_callable: str | Action, tenants: str | None) -> None:
         if any(known == name for known, _, _ in self._registered):
-            raise NilemigError(f"This migration has two for_each_tenant steps named {name!r}: name each step of a "
+            raise AnswerIsNo(f"This migration has two for_each_tenant steps named {name!r}: name each step of a "
                                "migration differently (progress is kept by name). This migration was rolled back.")
         self._registered.append((name, sql_or_callable, tenants))
 
