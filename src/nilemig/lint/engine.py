@@ -18,6 +18,7 @@ from nilemig.tenants import template_sql
 
 if TYPE_CHECKING:
     from nilemig.config import Project
+    from nilemig.lint.cache import CheckCache
     from nilemig.lint.render import Rendered
 
 
@@ -89,25 +90,56 @@ class _Reporter:
         self.findings.setdefault((code, migration.path, line, message), finding)
 
 
-def check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None) -> CheckResult:
+def check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None,
+          use_cache: bool = True) -> CheckResult:
     """Lint every migration; report findings in `only` (all files when None). `with_squawk`: add squawk's
-    findings (None: as [tool.nilemig] squawk says)."""
-    from nilemig.lint.render import migration_paths, render
+    findings (None: as [tool.nilemig] squawk says). `use_cache`: reuse and keep what earlier runs rendered
+    and found in .nilemig/cache/ (lint/cache.py)."""
+    from nilemig.lint.render import migration_paths
 
-    paths = migration_paths(project)
+    settings = tool_settings(project)
+    ignored = configured_ignores(project, settings)
+    with_squawk = squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml"))
+    if use_cache:
+        from nilemig.lint.cache import CheckCache
+
+        cache = CheckCache(project)
+        paths = cache.layout().paths()
+        cache.keys(paths)
+        # Squawk's findings come from a program of its own, outside the key: with it, check anew.
+        result_key = None if with_squawk else cache.result_key(settings)
+        result = cache.result(result_key) if result_key else None
+        if result is None:
+            result = _check_all(project, paths, ignored, with_squawk, cache)
+            if result_key:
+                cache.store_result(result_key, result)
+    else:
+        result = _check_all(project, migration_paths(project), ignored, with_squawk, None)
+    if only is not None:
+        wanted = {os.path.realpath(p) for p in only}
+        result.findings = [f for f in result.findings if os.path.realpath(f.path) in wanted]
+    return result
+
+
+def _check_all(project: Project, paths: list[Path], ignored: set[str], with_squawk: bool,
+               cache: CheckCache | None) -> CheckResult:
+    """Every finding in `paths`, in chain order, rendering only what `cache` does not hold."""
+    from nilemig.lint.render import render
+
     with explain_errors(project):
         chain = read_chain(paths)
     by_key = {m.key: m for m in chain.migrations}
-    settings = tool_settings(project)
-    report = _Reporter(configured_ignores(project, settings))
-    linter = squawk.Squawk() if squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml")) \
-        else None
+    report = _Reporter(ignored)
+    linter = squawk.Squawk() if with_squawk else None
     printed: list[tuple[Path, str]] = []
 
     known = chain.by_revision()
     loadable = all(down in known for m in chain.migrations for down in m.down_revisions)
     if loadable and paths:
-        rendered = render(project, chain.migrations)
+        reused = cache.renders() if cache else {}
+        rendered = render(project, chain.migrations, known=reused)
+        if cache:
+            cache.store_renders({key: rendered.of(key) for key in rendered.order if key not in reused})
         printed = list(rendered.printed.items())
         _check_statements(rendered, by_key, chain, report, linter)
         for found in linter.findings(project.root) if linter else ():
@@ -119,9 +151,6 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
                 report(rule.code, message, by_key[os.path.realpath(path)], line)
 
     findings = list(report.findings.values())
-    if only is not None:
-        wanted = {os.path.realpath(p) for p in only}
-        findings = [f for f in findings if os.path.realpath(f.path) in wanted]
     order = {m.path: i for i, m in enumerate(chain.migrations)}
     findings.sort(key=lambda f: (order.get(f.path, 0), f.line, f.code))
     return CheckResult(findings, len(chain.migrations), printed)

@@ -54,6 +54,15 @@ class Stop:
 
 
 @dataclass
+class MigrationRender:
+    """One migration's part of a render: what `nilemig check` keeps in its cache between runs."""
+
+    statements: list[Emitted]
+    stop: Stop | None
+    printed: str  # what its code printed, as it was imported and as it ran
+
+
+@dataclass
 class Rendered:
     order: list[str] = field(default_factory=list)  # migration keys (real paths), in the order they ran
     statements: dict[str, list[Emitted]] = field(default_factory=dict)
@@ -64,6 +73,9 @@ class Rendered:
     def note_printed(self, path: str, text: str) -> None:
         if text.strip():
             self.printed[Path(path)] = self.printed.get(Path(path), "") + text
+
+    def of(self, key: str) -> MigrationRender:
+        return MigrationRender(self.statements[key], self.stops.get(key), self.printed.get(Path(key), ""))
 
 
 class _OfflineResult:
@@ -256,16 +268,18 @@ def _stop_comment(script: Any, stop: Stop, downgrade: bool) -> str:
 
 
 def render(project: Project, migrations: list[MigrationFile], revision_range: str = "heads",
-           downgrade: bool = False) -> Rendered:
+           downgrade: bool = False, known: dict[str, MigrationRender] | None = None) -> Rendered:
     """Render `revision_range` (`FROM:TO` allowed) of the upgrade (or downgrade), every migration once.
 
     `migrations` are the project's files as `chain.read_chain` read them: a file Alembic cannot import
-    takes part in the chain through what they say, and fails when run."""
+    takes part in the chain through what they say, and fails when run. `known`: upgrade renders of
+    unchanged migrations by key, taken as they are instead of running those migrations again."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
     rendered = Rendered()
     recorder = _Recorder(rendered)
+    reused = {} if downgrade or known is None else known
     starting, target = revision_range.split(":", 1) if ":" in revision_range else (None, revision_range)
 
     def guard(step: Any) -> None:
@@ -275,6 +289,9 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
 
         @functools.wraps(original)
         def guarded(*args: Any, **kwargs: Any) -> None:
+            if key in reused:
+                reuse(key, reused[key])
+                return
             recorder.filename, recorder.statements = filename, []
             printed = io.StringIO()
             try:
@@ -289,6 +306,15 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
             rendered.order.append(key)
             rendered.statements[key] = recorder.statements
             rendered.note_printed(key, printed.getvalue())
+
+        def reuse(key: str, known: MigrationRender) -> None:
+            rendered.order.append(key)
+            rendered.statements[key] = known.statements
+            if known.stop is not None:
+                rendered.stops[key] = known.stop
+            # It was imported again with the rest of the chain: what that printed is in `known` already.
+            rendered.printed.pop(Path(key), None)
+            rendered.note_printed(key, known.printed)
 
         step.migration_fn = guarded
 
@@ -311,8 +337,25 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     return rendered
 
 
-def migration_paths(project: Project) -> list[Path]:
-    """Every migration file of the project, from all its version locations, as real paths."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a project's migration files are, as alembic.ini says: enough to list them without Alembic."""
+
+    folders: tuple[Path, ...]
+    recursive: bool
+    env_py: Path
+
+    def paths(self) -> list[Path]:
+        """Every migration file in the folders, as real paths."""
+        pattern = "**/*.py" if self.recursive else "*.py"
+        # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
+        # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
+        return sorted({p.resolve() if p.is_symlink() else p for folder in self.folders
+                       for p in folder.resolve().glob(pattern) if not p.name.startswith(("__init__", ".#"))})
+
+
+def migration_layout(project: Project) -> Layout:
+    """The project's version locations and env.py, read through Alembic."""
     from alembic.script import ScriptDirectory
     from alembic.util import coerce_resource_to_filename
 
@@ -323,8 +366,9 @@ def migration_paths(project: Project) -> list[Path]:
         locations = config.get_version_locations_list()
     folders = [Path(coerce_resource_to_filename(loc)) for loc in locations] if locations else \
         [Path(script.dir) / "versions"]
-    pattern = "**/*.py" if script.recursive_version_locations else "*.py"
-    # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
-    # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
-    return sorted({p.resolve() if p.is_symlink() else p for folder in folders for p in folder.resolve().glob(pattern)
-                   if not p.name.startswith(("__init__", ".#"))})
+    return Layout(tuple(folders), bool(script.recursive_version_locations), Path(script.env_py_location).resolve())
+
+
+def migration_paths(project: Project) -> list[Path]:
+    """Every migration file of the project, from all its version locations, as real paths."""
+    return migration_layout(project).paths()
