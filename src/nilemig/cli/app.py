@@ -107,15 +107,16 @@ def _main(
     _state["debug"] = debug
 
 
-def current_project(section: str = "alembic"):
-    """The project here, reading `section` of its alembic.ini (`-n`); says once when its env.py is not nilemig's."""
+def current_project(section: str = "alembic", find_foreign_env_py=None):
+    """The project here, reading `section` of its alembic.ini (`-n`); says once when its env.py is not nilemig's
+    (as `find_foreign_env_py(project)` tells, by default `core.foreign_env_py`)."""
     from dataclasses import replace
 
     from nilemig.config import find_project
     from nilemig.core import foreign_env_py, foreign_env_py_notice
 
     project = replace(find_project(), section=section)
-    env_py = foreign_env_py(project)
+    env_py = (find_foreign_env_py or foreign_env_py)(project)
     if env_py is not None:
         err.print(f"[yellow]Note:[/] {escape(foreign_env_py_notice(env_py))}")
         # Its logging set-up (fileConfig) would repeat, as INFO lines, the progress nilemig prints itself.

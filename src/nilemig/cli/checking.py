@@ -42,15 +42,18 @@ def check(
     with_squawk: Annotated[Optional[bool], typer.Option(
         "--squawk/--no-squawk", help="Add squawk's online-safety rules, told about Nile (default: [tool.nilemig] "
         "squawk in pyproject.toml).", show_default=False)] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Render every migration again, ignoring and "
+                                           "leaving alone what earlier checks kept in .nilemig/cache/.")] = False,
     section: IniSection = "alembic",
 ) -> None:
     """Lint every migration against Nile's rules, from the files alone (no database)."""
-    from nilemig.commands.check import run_check
+    from nilemig.commands.check import foreign_env_py, run_check
     from nilemig.core import display_path
 
     if output_format not in ("text", "json", "github"):
         raise UsageError(f"Unknown --format {output_format!r}: use text, json or github.")
-    result = run_check(current_project(section), with_squawk=with_squawk)
+    project = current_project(section, lambda found: foreign_env_py(found, use_cache=not no_cache))
+    result = run_check(project, with_squawk=with_squawk, use_cache=not no_cache)
     if output_format == "json":
         out.print_json(json.dumps({"findings": [f.to_json() for f in result.findings],
                                    "errors": len(result.errors), "warnings": len(result.warnings),

@@ -12,10 +12,25 @@ if TYPE_CHECKING:
     from nilemig.lint.registry import Rule
 
 
-def run_check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None) -> CheckResult:
+def run_check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None,
+              use_cache: bool = True) -> CheckResult:
     from nilemig.lint.engine import check
 
-    return check(project, only, with_squawk)
+    return check(project, only, with_squawk, use_cache)
+
+
+def foreign_env_py(project: Project, use_cache: bool = True) -> Path | None:
+    """`core.foreign_env_py`; with `use_cache`, from check's cache while alembic.ini and env.py are unchanged,
+    so that a check where nothing changed does not load Alembic at all."""
+    if not use_cache:
+        from nilemig.core import foreign_env_py as read
+
+        return read(project)
+    from nilemig.lint.cache import CheckCache
+
+    cache = CheckCache(project)
+    cache.layout()
+    return cache.foreign_env_py()
 
 
 def repository_root() -> Path:

@@ -81,6 +81,19 @@ class CheckCache:
                      "env_py": str(found.env_py)})
         return self._note_env_py(found)
 
+    def foreign_env_py(self) -> Path | None:
+        """`core.foreign_env_py`, from the cache while alembic.ini and env.py are unchanged (`layout()` first)."""
+        from nilemig.core import foreign_env_py
+
+        key = _digest(self.ini_key, self._env_py)
+        entry = self._read(f"env-{_digest(self.project.section)[:16]}.json", key)
+        if entry is not None and isinstance(entry.get("foreign"), (str, type(None))):
+            return None if entry["foreign"] is None else Path(entry["foreign"])
+        found = foreign_env_py(self.project)
+        self._write(f"env-{_digest(self.project.section)[:16]}.json", key,
+                    {"foreign": None if found is None else str(found)})
+        return found
+
     def _note_env_py(self, layout: Layout) -> Layout:
         self._env_py = _file_sha256(layout.env_py)
         return layout
@@ -92,8 +105,8 @@ class CheckCache:
 
     # Whole results
 
-    def result_key(self, settings: dict[str, Any]) -> str:
-        return _digest(sorted(self._keys.items()), settings)
+    def result_key(self, settings: dict[str, Any], with_squawk: bool | None) -> str:
+        return _digest(sorted(self._keys.items()), settings, with_squawk)
 
     def result(self, key: str) -> CheckResult | None:
         from nilemig.lint.engine import CheckResult, Finding

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from nilemig.core import display_path, explain_errors
 from nilemig.errors import NilemigError
-from nilemig.lint import rules, squawk  # rules: registers the rules
 from nilemig.lint.chain import Chain, MigrationFile, RenderFailure, read_chain
 from nilemig.lint.registry import ERROR, RULES, Kind
-from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table, apply
-from nilemig.tenants import template_sql
 
+# The rules (and SQLAlchemy, which they load through nilemig.nile) are imported where they run: a check that
+# finds its answer in the cache needs none of them.
 if TYPE_CHECKING:
     from nilemig.config import Project
+    from nilemig.lint import squawk
     from nilemig.lint.cache import CheckCache
+    from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table
     from nilemig.lint.render import Rendered
 
 
@@ -67,6 +68,7 @@ def tool_settings(project: Project) -> dict[str, Any]:
 
 def configured_ignores(project: Project, settings: dict[str, Any]) -> set[str]:
     """Codes turned off in pyproject.toml: [tool.nilemig] ignore = ["NILE011", "SQUAWK:prefer-text-field"]."""
+    from nilemig.lint import rules, squawk  # noqa: F401 - rules: registers the rules
     ignored = set(settings.get("ignore", []))
     unknown = sorted(c for c in ignored - set(RULES) if not c.startswith(squawk.PREFIX))
     if unknown:
@@ -98,38 +100,39 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
     from nilemig.lint.render import migration_paths
 
     settings = tool_settings(project)
-    ignored = configured_ignores(project, settings)
-    with_squawk = squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml"))
     if use_cache:
         from nilemig.lint.cache import CheckCache
 
         cache = CheckCache(project)
         paths = cache.layout().paths()
         cache.keys(paths)
-        # Squawk's findings come from a program of its own, outside the key: with it, check anew.
-        result_key = None if with_squawk else cache.result_key(settings)
-        result = cache.result(result_key) if result_key else None
+        # The settings were checked when this result was stored; with squawk on, none was stored (see below).
+        result_key = cache.result_key(settings, with_squawk)
+        result = cache.result(result_key)
         if result is None:
-            result = _check_all(project, paths, ignored, with_squawk, cache)
-            if result_key:
+            result, squawk_ran = _check_all(project, paths, settings, with_squawk, cache)
+            if not squawk_ran:  # squawk's findings come from a program of its own, outside the key
                 cache.store_result(result_key, result)
     else:
-        result = _check_all(project, migration_paths(project), ignored, with_squawk, None)
+        result, _ = _check_all(project, migration_paths(project), settings, with_squawk, None)
     if only is not None:
         wanted = {os.path.realpath(p) for p in only}
         result.findings = [f for f in result.findings if os.path.realpath(f.path) in wanted]
     return result
 
 
-def _check_all(project: Project, paths: list[Path], ignored: set[str], with_squawk: bool,
-               cache: CheckCache | None) -> CheckResult:
-    """Every finding in `paths`, in chain order, rendering only what `cache` does not hold."""
+def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], with_squawk: bool | None,
+               cache: CheckCache | None) -> tuple[CheckResult, bool]:
+    """Every finding in `paths`, in chain order, rendering only what `cache` does not hold; and whether
+    squawk ran."""
+    from nilemig.lint import squawk
     from nilemig.lint.render import render
 
+    report = _Reporter(configured_ignores(project, settings))
+    with_squawk = squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml"))
     with explain_errors(project):
         chain = read_chain(paths)
     by_key = {m.key: m for m in chain.migrations}
-    report = _Reporter(ignored)
     linter = squawk.Squawk() if with_squawk else None
     printed: list[tuple[Path, str]] = []
 
@@ -153,7 +156,7 @@ def _check_all(project: Project, paths: list[Path], ignored: set[str], with_squa
     findings = list(report.findings.values())
     order = {m.path: i for i, m in enumerate(chain.migrations)}
     findings.sort(key=lambda f: (order.get(f.path, 0), f.line, f.code))
-    return CheckResult(findings, len(chain.migrations), printed)
+    return CheckResult(findings, len(chain.migrations), printed), with_squawk
 
 
 @dataclass
@@ -171,6 +174,8 @@ class _Transition:
 
     def still_standing(self, schema: Schema) -> BecameTenantAware | None:
         """What the table still has of that at the end of the migration (changes since were judged on their own)."""
+        from nilemig.lint.schema import BecameTenantAware
+
         table = self.table
         if schema.tables.get(table.key) is not table or not table.tenant_aware:
             return None
@@ -190,6 +195,10 @@ _DATA = ("InsertStmt", "UpdateStmt", "DeleteStmt", "SelectStmt")
 def _check_statements(rendered: Rendered, by_key: dict[str, MigrationFile], chain: Chain, report: _Reporter,
                       linter: squawk.Squawk | None):
     """Statement rules over every rendered statement, following the schema migration by migration."""
+    from nilemig.lint import rules
+    from nilemig.lint.schema import Location, Schema, apply
+    from nilemig.tenants import template_sql
+
     statement_rules = [r for r in sorted(RULES.values(), key=lambda r: r.code) if r.kind is Kind.STATEMENT]
     schema = Schema.with_nile_builtins()
 
