@@ -87,7 +87,7 @@ class CheckCache:
 
         key = _digest(self.ini_key, self._env_py)
         entry = self._read(f"env-{_digest(self.project.section)[:16]}.json", key)
-        if entry is not None and isinstance(entry.get("foreign"), (str, type(None))):
+        if entry is not None and "foreign" in entry and isinstance(entry["foreign"], (str, type(None))):
             return None if entry["foreign"] is None else Path(entry["foreign"])
         found = foreign_env_py(self.project)
         self._write(f"env-{_digest(self.project.section)[:16]}.json", key,

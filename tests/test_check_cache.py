@@ -1,0 +1,167 @@
+"""`nilemig check`'s cache in .nilemig/cache/: used while nothing changed, renewed for what changed, never trusted
+blindly. Each migration here notes in a file every time its upgrade() runs, so the tests count renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from lintkit import write_chain
+
+from nilemig.lint import cache, render
+from nilemig.lint.rules import NEXT
+
+COUNTED = '''def upgrade():
+    with open({runs!r}, "a") as runs:
+        runs.write("{name}\\n")
+    op.create_table("{name}", sa.Column("id", sa.Integer, primary_key=True))
+'''
+
+
+@pytest.fixture
+def chain(project_dir: Path) -> tuple[Path, list[Path]]:
+    """Two counted migrations; returns the file they note their runs in, and their paths."""
+    runs = project_dir / "runs.txt"
+    example = NEXT.join(COUNTED.format(runs=str(runs), name=name) for name in ("first", "second"))
+    return runs, write_chain(project_dir, example)
+
+
+def rendered(runs: Path) -> list[str]:
+    """The migrations whose upgrade() ran since the last call, and forget them."""
+    names = runs.read_text().split() if runs.exists() else []
+    runs.unlink(missing_ok=True)
+    return names
+
+
+def check_output() -> str:
+    result = run_cli("check", "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.stdout)
+    return json.dumps(sorted((f["code"], Path(f["file"]).name, f["line"]) for f in data["findings"]))
+
+
+def test_unchanged_files_are_not_rendered_again(chain, monkeypatch):
+    runs, _ = chain
+    first = check_output()
+    assert rendered(runs) == ["first", "second"]
+
+    def no_alembic(*args, **kwargs):
+        raise AssertionError("rendered although nothing changed")
+
+    monkeypatch.setattr(render, "render", no_alembic)
+    monkeypatch.setattr(render, "migration_layout", no_alembic)
+    assert check_output() == first
+    assert rendered(runs) == []
+
+
+def test_a_changed_file_alone_is_rendered_again(chain, project_dir):
+    runs, [first, second] = chain
+    before = check_output()
+    rendered(runs)
+    second.write_text(second.read_text() + '    op.execute("DROP TABLE first CASCADE")\n')
+    after = check_output()
+    assert rendered(runs) == ["second"]
+    assert "NILE008" not in before and "NILE008" in after
+
+
+def test_settings_are_part_of_the_key_and_read_again(chain, project_dir):
+    runs, [_, second] = chain
+    second.write_text(second.read_text() + '    op.execute("DROP TABLE first CASCADE")\n')
+    assert "NILE008" in check_output()
+    rendered(runs)
+    pyproject = project_dir / "pyproject.toml"
+    pyproject.write_text('[tool.nilemig]\nignore = ["NILE008"]\n')
+    assert "NILE008" not in check_output()
+    assert rendered(runs) == []
+    pyproject.write_text('[tool.nilemig]\nignore = ["NILE998"]\n')
+    refused = run_cli("check")
+    assert refused.exit_code == 2 and "NILE998" in refused.stderr
+
+
+@pytest.mark.parametrize("package", ["nilemig", "alembic", "sqlalchemy", "python"])
+def test_a_new_version_renders_everything_again(chain, monkeypatch, package):
+    runs, _ = chain
+    check_output()
+    rendered(runs)
+    real = cache.versions
+    monkeypatch.setattr(cache, "versions", lambda: {**real(), package: "99.0"})
+    check_output()
+    assert rendered(runs) == ["first", "second"]
+
+
+def test_a_changed_env_py_renders_everything_again(chain, project_dir):
+    runs, _ = chain
+    check_output()
+    rendered(runs)
+    env_py = project_dir / "alembic" / "env.py"
+    env_py.write_text(env_py.read_text() + "\n# changed\n")
+    check_output()
+    assert rendered(runs) == ["first", "second"]
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff not json", b'{"format": 1, "key": "', b"[1, 2]",
+                                     b'{"format": 999, "key": "x"}', b""])
+def test_a_corrupt_or_foreign_cache_is_ignored_and_rebuilt(chain, project_dir, garbage):
+    runs, _ = chain
+    first = check_output()
+    rendered(runs)
+    entries = [p for p in (project_dir / ".nilemig" / "cache").rglob("*.json")]
+    assert len(entries) >= 4  # layout, env.py, result, one render per migration
+    for entry in entries:
+        entry.write_bytes(garbage)
+    assert check_output() == first
+    assert rendered(runs) == ["first", "second"]
+    assert check_output() == first  # rebuilt: used again
+    assert rendered(runs) == []
+
+
+def test_entries_with_the_right_key_but_wrong_content_are_not_trusted(chain, project_dir):
+    runs, _ = chain
+    first = check_output()
+    rendered(runs)
+    for entry in (project_dir / ".nilemig" / "cache").rglob("*.json"):
+        data = json.loads(entry.read_text())
+        entry.write_text(json.dumps({"format": data["format"], "key": data["key"], "findings": {"a": 1},
+                                     "statements": [{"sql": 1}], "folders": 3}))
+    assert check_output() == first
+    assert rendered(runs) == ["first", "second"]
+
+
+def test_no_cache_renders_and_leaves_the_cache_alone(chain, project_dir):
+    runs, _ = chain
+    assert run_cli("check", "--no-cache").exit_code in (0, 1)
+    assert rendered(runs) == ["first", "second"]
+    assert not (project_dir / ".nilemig" / "cache").exists()
+    check_output()
+    rendered(runs)
+    assert run_cli("check", "--no-cache").exit_code in (0, 1)
+    assert rendered(runs) == ["first", "second"]
+
+
+def test_a_new_migration_is_checked_with_the_cached_ones(chain, project_dir):
+    runs, [_, second] = chain
+    check_output()
+    rendered(runs)
+    third = second.with_name("0003_example_3.py")
+    third.write_text(second.read_text().replace('revision = "0002"', 'revision = "0003"')
+                     .replace("down_revision = '0001'", "down_revision = '0002'").replace("second", "third"))
+    assert json.loads(run_cli("check", "--format", "json").stdout)["migrations"] == 3
+    assert rendered(runs) == ["third"]
+
+
+def test_what_migrations_print_is_still_shown_from_the_cache(project_dir):
+    write_chain(project_dir, 'print("hello from import")\n\n\ndef upgrade():\n    print("hello from upgrade")\n')
+    for _ in range(2):
+        result = run_cli("check")
+        assert "hello from import" in result.stderr and "hello from upgrade" in result.stderr
+
+
+def test_up_uses_the_same_cache(chain, project):
+    runs, _ = chain
+    check_output()
+    rendered(runs)
+    result = run_cli("up")
+    assert result.exit_code == 0, result.output
+    assert rendered(runs) == ["first", "second"]  # applied once each, not rendered again before that
