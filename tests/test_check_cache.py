@@ -165,3 +165,9 @@ def test_up_uses_the_same_cache(chain, project):
     result = run_cli("up")
     assert result.exit_code == 0, result.output
     assert rendered(runs) == ["first", "second"]  # applied once each, not rendered again before that
+
+
+def test_the_cache_ignores_itself_in_git(chain, project_dir):
+    (project_dir / ".gitignore").unlink(missing_ok=True)  # a plain Alembic project has none of nilemig's
+    check_output()
+    assert (project_dir / ".nilemig" / "cache" / ".gitignore").read_text() == "*\n"

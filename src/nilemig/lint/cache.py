@@ -162,6 +162,10 @@ class CheckCache:
         """Atomically, and silently not at all where the folder cannot be written: the cache only saves time."""
         target = self.folder / name
         try:
+            if not self.folder.is_dir():
+                self.folder.mkdir(parents=True)
+                # As pytest's and ruff's caches do: ignored by git even in a project without nilemig's .gitignore.
+                (self.folder / ".gitignore").write_text("*\n")
             target.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
             try:
