@@ -79,12 +79,12 @@ def _config_class() -> type[Config]:
     return PinnedUrlConfig
 
 
-def foreign_env_py(project: Project) -> Path | None:
+def foreign_env_py(project: Project, scripts: ScriptDirectory | None = None) -> Path | None:
     """The project's env.py when it is not nilemig's (it does not call nilemig.alembic_env), else None."""
     from alembic.script import ScriptDirectory
 
     with explain_errors(project):
-        path = Path(ScriptDirectory.from_config(alembic_config(project)).env_py_location)
+        path = Path((scripts or ScriptDirectory.from_config(alembic_config(project))).env_py_location)
     if path.is_file() and ENV_PY_MARKER in path.read_text(encoding="utf-8"):
         return None
     return path
@@ -130,13 +130,14 @@ def current_heads(database: Database) -> tuple[str, ...]:
 
 
 def database_state(database: Database, scripts: ScriptDirectory):
-    """The database's current revision(s), and how its applied migrations differ from the files (ledger.Drift)."""
+    """What the database holds (ledger.State: current revision(s), ledger rows), and how its applied migrations
+    differ from the files (ledger.Drift), read on one connection in two round trips."""
     from nilemig import ledger
-    from nilemig.database import connect
+    from nilemig.database import autocommit, connect
 
-    with connect(database) as connection, ledger.privileges_explained(connection):
-        current = connection_heads(connection)
-        return current, ledger.drift(connection, scripts, current)
+    with connect(database) as connection, autocommit(connection), ledger.privileges_explained(connection):
+        state = ledger.read_state(connection)
+    return state, ledger.drift(state, scripts)
 
 
 def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...], target: str = "heads") -> list[Script]:

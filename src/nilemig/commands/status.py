@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
-    connection_heads,
     database_state,
     display_path,
     foreign_env_py,
@@ -66,10 +65,11 @@ def _migration(script, applied: bool, current: tuple[str, ...], how: str | None 
 
 def status(project: Project, database: Database) -> Status:
     scripts = script_directory(project, alembic_config(project))
-    current, drift = database_state(database, scripts)
+    state, drift = database_state(database, scripts)
+    current = state.current
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
     return Status(display_url(database.url), current, tuple(scripts.get_heads()), pending,
-                  drift, foreign_env_py(project) is None)
+                  drift, foreign_env_py(project, scripts) is None)
 
 
 def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
@@ -95,13 +95,11 @@ def history(project: Project, database: Database) -> list[Migration]:
     """Every migration, newest first, each marked applied or not."""
     from nilemig import ledger
     from nilemig.commands.migrate import refuse_drift
-    from nilemig.database import connect
 
     scripts = script_directory(project, alembic_config(project))
-    with connect(database) as connection:
-        current = connection_heads(connection)
-        refuse_drift(ledger.drift(connection, scripts, current), allow_edited=True)
-        how = ledger.how_applied(connection)
+    state, drift = database_state(database, scripts)
+    refuse_drift(drift, allow_edited=True)
+    current, how = state.current, state.how_applied
     pending = {s.revision for s in pending_scripts(scripts, current)}
     return [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))
             for s in scripts.walk_revisions()]
