@@ -127,6 +127,7 @@ def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -
                 "taking their files as they are now as reviewed."
             )
         if anything_to_run:
+            recorder.watch(migration_context)
             retry_transient_failures(migration_context, settings)
             with context.begin_transaction():
                 context.run_migrations()

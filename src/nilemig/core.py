@@ -206,16 +206,18 @@ def _run_retrying(migration_fn: Callable[..., None], connection: Any, settings: 
 
     attempt = 0
     while True:
-        # A savepoint at the start of the migration's own transaction (one per migration): rolling back to
-        # it undoes all the migration did, and releases every lock it took.
-        savepoint = connection.begin_nested()
         try:
             migration_fn(**kw)
         except DBAPIError as exc:
             why = TRANSIENT_FAILURES.get(sqlstate(exc))
             if why is None or attempt >= settings.retries:
                 raise
-            savepoint.rollback()
+            # The migration runs first in its own transaction (nilemig's env.py makes Alembic's version table
+            # before any), so rolling that transaction back undoes exactly what the migration did and releases
+            # every lock it took; the next statement begins a new one, which Alembic commits as usual. Done on
+            # the driver's connection, under SQLAlchemy's transaction object that Alembic holds: unlike a
+            # savepoint per migration, this costs no round trip when nothing fails.
+            connection.connection.dbapi_connection.rollback()
             attempt += 1
             backoff = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
             delay = backoff / 2 + random.uniform(0, backoff / 2)  # jitter: racing runners spread out
@@ -223,7 +225,6 @@ def _run_retrying(migration_fn: Callable[..., None], connection: Any, settings: 
                                f"in {delay:.1f} s...")
             time.sleep(delay)
         else:
-            savepoint.commit()
             return
 
 
