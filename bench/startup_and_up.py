@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import psycopg
 from roundtrips import CountingProxy
-from timing import medians
+from timing import timed
 
 BIN = Path(sys.executable).parent
 MIGRATION = '''"""step {n}"""
@@ -161,19 +162,20 @@ def main() -> None:
         for project in (nile_dir, stock_dir, per_dir):
             write_chain(project / "alembic" / "versions", args.migrations)
         ups = {"nilemig": ([nilemig, "up"], nile_dir),
+               "nilemig --no-check": ([nilemig, "up", "--no-check"], nile_dir),
                "alembic-tpm": ([alembic, "upgrade", "head"], per_dir),
                "alembic": ([alembic, "upgrade", "head"], stock_dir)}
 
-        helps = medians({"nilemig": ([nilemig, "--help"], work), "alembic": ([alembic, "--help"], work)},
-                        env, args.repeat * 2)
-        applied = medians(ups, env, args.repeat, databases.fresh)
+        helps = timed({"nilemig": ([nilemig, "--help"], work), "alembic": ([alembic, "--help"], work)},
+                      env, args.repeat * 2)
+        applied = timed(ups, env, args.repeat, databases.fresh)
         # No-op runs and status, all against one database at head.
         databases.fresh()
         subprocess.run([nilemig, "up"], cwd=nile_dir, env=env, check=True, capture_output=True)
-        idle = medians({"nilemig up": ([nilemig, "up"], nile_dir),
-                        "alembic upgrade": ([alembic, "upgrade", "head"], per_dir),
-                        "nilemig status": ([nilemig, "status"], nile_dir),
-                        "alembic current": ([alembic, "current"], per_dir)}, env, args.repeat)
+        idle = timed({"nilemig up": ([nilemig, "up"], nile_dir),
+                      "alembic upgrade": ([alembic, "upgrade", "head"], per_dir),
+                      "nilemig status": ([nilemig, "status"], nile_dir),
+                      "alembic current": ([alembic, "current"], per_dir)}, env, args.repeat)
 
         # Round trips: a shorter chain (per-migration costs show at any length), through the proxy.
         for project in (nile_dir, per_dir):
@@ -185,39 +187,50 @@ def main() -> None:
             user = admin.split("://", 1)[1].split("@", 1)[0] if "@" in admin else "postgres"
             via_proxy = f"postgresql://{user}@127.0.0.1:{proxy.port}/postgres"
             trips = {}
-            for name, (cmd, cwd) in {"nilemig up": ups["nilemig"], "alembic upgrade": ups["alembic-tpm"]}.items():
+            # Each tool applies the chain to a fresh database, then runs its no-op up and its status there.
+            for up, up_name, noop_name, status_name, status in (
+                    ("nilemig", "nilemig up", "no-op nilemig up", "nilemig status", [nilemig, "status"]),
+                    ("alembic-tpm", "alembic upgrade", "no-op alembic upgrade", "alembic current",
+                     [alembic, "current"])):
                 databases.fresh()
                 databases.point(via_proxy)
-                trips[name] = count_trips(proxy, {name: (cmd, cwd)}, env)[name]
-            trips.update(count_trips(proxy, {
-                "no-op nilemig up": ups["nilemig"], "no-op alembic upgrade": ups["alembic-tpm"],
-                "nilemig status": ([nilemig, "status"], nile_dir), "alembic current": ([alembic, "current"], per_dir),
-            }, env))
+                cmd, cwd = ups[up]
+                trips.update(count_trips(proxy, {up_name: (cmd, cwd), noop_name: (cmd, cwd),
+                                                 status_name: (status, cwd)}, env))
     finally:
         if server is not None:
             server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
     def row(label: str, value: float, goal: str = "") -> None:
-        print(f"{label:<44}{value:9.2f}   {goal}")
+        print(f"{label:<50}{value:9.2f}   {goal}")
 
-    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2})")
-    for name, seconds in {**{f"{k} --help": v for k, v in helps.items()}, **applied, **idle}.items():
-        print(f"{name:<44}{seconds * 1000:9.1f} ms")
-    row("ratio nilemig --help / alembic --help", helps["nilemig"] / helps["alembic"], "(goal <= 0.30)")
-    row("ratio up / alembic (transaction_per_migration)", applied["nilemig"] / applied["alembic-tpm"], "(goal <= 1.10)")
-    row("ratio up / stock alembic (one transaction)", applied["nilemig"] / applied["alembic"], "(goal <= 1.20)")
-    row("ratio no-op up / no-op alembic upgrade", idle["nilemig up"] / idle["alembic upgrade"], "(goal <= 1.05)")
-    row("ratio status / alembic current", idle["nilemig status"] / idle["alembic current"], "(goal <= 1.10)")
+    def ratio(label: str, times: dict[str, list[float]], a: str, b: str, goal: float) -> None:
+        """The ratio of medians, and the range of the ratios of runs made side by side (the machine's noise)."""
+        side_by_side = [x / y for x, y in zip(times[a], times[b])]
+        row(f"ratio {label}", statistics.median(times[a]) / statistics.median(times[b]),
+            f"(goal <= {goal:.2f})  per-round {min(side_by_side):.2f}-{max(side_by_side):.2f}")
+
+    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2}), "
+          "with the fastest and slowest run")
+    for name, times in {**{f"{k} --help": v for k, v in helps.items()}, **applied, **idle}.items():
+        print(f"{name:<50}{statistics.median(times) * 1000:9.1f} ms  ({min(times) * 1000:.0f}-{max(times) * 1000:.0f})")
+    ratio("nilemig --help / alembic --help", helps, "nilemig", "alembic", 0.30)
+    ratio("up / alembic (transaction_per_migration)", applied, "nilemig", "alembic-tpm", 1.10)
+    ratio("up / stock alembic (one transaction)", applied, "nilemig", "alembic", 1.20)
+    ratio("up --no-check / alembic (t_p_m)", applied, "nilemig --no-check", "alembic-tpm", 1.10)
+    ratio("up --no-check / stock alembic", applied, "nilemig --no-check", "alembic", 1.20)
+    ratio("no-op up / no-op alembic upgrade", idle, "nilemig up", "alembic upgrade", 1.05)
+    ratio("status / alembic current", idle, "nilemig status", "alembic current", 1.10)
     print(f"\nround trips (connections), {args.trip_migrations} migrations, through a counting proxy:")
     for name, (count, connections) in trips.items():
-        print(f"{name:<44}{count:6d}  ({connections} connection(s))")
+        print(f"{name:<50}{count:6d}  ({connections} connection(s))")
     per_nile = trips["nilemig up"][0] / args.trip_migrations
     per_alembic = trips["alembic upgrade"][0] / args.trip_migrations
     row("round trips per migration, nilemig", per_nile, f"(goal <= Alembic's {per_alembic:.2f} + 1)")
-    print(f"{'no-op up round trips, nilemig / alembic':<44}{trips['no-op nilemig up'][0]:6d} / "
+    print(f"{'no-op up round trips, nilemig / alembic':<50}{trips['no-op nilemig up'][0]:6d} / "
           f"{trips['no-op alembic upgrade'][0]}   (goal: <=, on one connection)")
-    print(f"{'status / alembic current round trips':<44}{trips['nilemig status'][0]:6d} / "
+    print(f"{'status / alembic current round trips':<50}{trips['nilemig status'][0]:6d} / "
           f"{trips['alembic current'][0]}   (goal: <=, on one connection)")
 
 
