@@ -262,7 +262,7 @@ class Recorder:
             self.last = now
         else:
             sql, values = _FORGET, {"revision": step.revision.revision}
-        write = _text(sql).bindparams(**values).compile(dialect=conn.dialect)
+        write = _text(sql.strip()).bindparams(**values).compile(dialect=conn.dialect)
         return f"WITH nilemig_ledger_write AS ({write}) {statement}", write.construct_params()
 
     def __call__(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
