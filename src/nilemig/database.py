@@ -41,14 +41,16 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def create_engine(url: URL) -> Engine:
-    """An engine fit for Nile: no pooling in a CLI, and no server-side prepared
-    statements, which Nile's connection-pooling gateway does not keep between queries."""
+    """An engine fit for Nile: no pooling in a CLI, no server-side prepared statements, which Nile's
+    connection-pooling gateway does not keep between queries, and no look-up of the hstore type on connect
+    (3 of a connection's 11 round trips; SQLAlchemy's own HSTORE conversion serves the rare hstore column)."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
     return sqlalchemy.create_engine(
         url,
         poolclass=NullPool,
+        use_native_hstore=False,
         connect_args={
             "prepare_threshold": None,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
