@@ -229,6 +229,7 @@ class Recorder:
         self.heads: tuple[str, ...] | None = None  # the current revision(s) after the last step; None before
         self._step: Any = None  # the migration step running now, until its ledger write is sent
         self._version_table: Any = None
+        self._compiled: dict[str, str] = {}  # ledger SQL -> as the driver takes it
 
     def watch(self, migration_context: Any) -> None:
         from alembic.runtime.migration import RevisionStep
@@ -262,8 +263,9 @@ class Recorder:
             self.last = now
         else:
             sql, values = _FORGET, {"revision": step.revision.revision}
-        write = _text(sql.strip()).bindparams(**values).compile(dialect=conn.dialect)
-        return f"WITH nilemig_ledger_write AS ({write}) {statement}", write.construct_params()
+        if sql not in self._compiled:  # once per run: compiling costs more than the statement's round trip here
+            self._compiled[sql] = str(_text(sql.strip()).compile(dialect=conn.dialect))
+        return f"WITH nilemig_ledger_write AS ({self._compiled[sql]}) {statement}", values
 
     def __call__(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         self.heads = tuple(sorted(heads))
