@@ -15,8 +15,41 @@ and the server round trips and connections of the same commands, counted through
 deploy feels: per applied migration <= Alembic's (transaction_per_migration) + 1; a no-op up and
 status <= a no-op `alembic upgrade head` / `alembic current`, on one connection.
 
+`up` is timed with its check (the offline render of the chain) and with --no-check, since the check's
+cost is the incremental check cache's business (issue 16, part 2). Each ratio also prints the range of
+the ratios of the rounds (runs made side by side): on a shared machine that range is the noise.
+
 Usage: python bench/startup_and_up.py [--migrations 200] [--repeat 5] [--trip-migrations 50]
 Uses NILEMIG_TEST_DATABASE_URL if set, else an embedded PostgreSQL in a temp dir.
+
+Findings (issue 16; 2 shared cores, cProfile and -X importtime on a 200-migration project):
+- Round trips, 50 migrations: `up` 403 on 2 connections -> 217 on 1 (Alembic with
+  transaction_per_migration: 215); a no-op `up` 53-62 on 2-3 connections -> 11 on 1 (a no-op
+  `alembic upgrade head`: 16); `status` 18-19 -> 11 (`alembic current`: 16). What went: the separate
+  pre-flight connection (11 round trips to connect, then the revision, ledger and drift queries); SET
+  lock_timeout and SET statement_timeout (now set_config columns of the lock's own statement, with the
+  table-presence check); the ledger's existence/column/row queries (one UNION query with the revision);
+  a no-op's Alembic run (its version-table queries) and explicit unlock; per migration a SAVEPOINT and
+  its RELEASE (a retry now rolls back the migration's own transaction) and the ledger INSERT (now a WITH
+  clause on Alembic's version UPDATE); SQLAlchemy's hstore type look-up on connect (3 of 11).
+  Per migration nilemig now sends what Alembic does: BEGIN, the migration, the version update, COMMIT.
+- CPU: `up` loaded the 200 scripts twice (core.script_directory, then alembic.command.upgrade's own
+  ScriptDirectory); loading is ~20% of a no-op run (load_python_file: 0.49 s of 2.39 s under load). Alembic's
+  upgrade now runs on nilemig's loaded ScriptDirectory (EnvironmentContext + run_env, as Alembic's command).
+- Compiling the ledger's SQL for every migration cost 0.5 s per 200 under load: compiled once per run.
+- What is left of the gap is the command line: typer 0.29 builds a pydantic TypeAdapter for each parameter
+  of the command run (`import pydantic` 60-100 ms idle, 160-235 ms loaded; typer's own part of a no-op `up`
+  0.29 s under cProfile, 0.07 s with typer 0.28). typer 0.28 has no pydantic, but its --show-completion
+  cannot name the shell without shellingham (tests/test_team.py), so the floor stays. rich costs 40-80 ms
+  to import and ~1 ms per printed line (0.25 s for 200 "applied" lines under load). Alembic's argparse CLI
+  pays neither. Both tools import alembic, SQLAlchemy, psycopg and mako/pygments (most of a no-op run).
+- `nilemig up` with its check renders the whole chain offline every run (+0.5 s idle, up to +4.5 s loaded,
+  for 200 migrations): the check cache (part 2) is what takes that off `up`.
+- Last run (machine idle, --repeat 7; ratio of medians, then the range of the rounds' ratios): --help 0.24
+  (0.21-0.27); up 1.39 (1.27-1.68) and --no-check 1.25 (1.17-1.36) against transaction_per_migration;
+  up 1.51 and --no-check 1.36 against stock; no-op up 1.49 (1.31-1.68), 2.08 s against 1.39 s, of which
+  typer + pydantic + rich are ~0.45 s; status 1.19 (0.94-1.55). Round trips met: 4.34 per migration
+  against Alembic's 4.30, no-op up 11 and status 11 against 16, each on one connection.
 """
 
 from __future__ import annotations
@@ -24,6 +57,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +66,7 @@ from pathlib import Path
 
 import psycopg
 from roundtrips import CountingProxy
-from timing import medians
+from timing import timed
 
 BIN = Path(sys.executable).parent
 MIGRATION = '''"""step {n}"""
@@ -161,19 +195,20 @@ def main() -> None:
         for project in (nile_dir, stock_dir, per_dir):
             write_chain(project / "alembic" / "versions", args.migrations)
         ups = {"nilemig": ([nilemig, "up"], nile_dir),
+               "nilemig --no-check": ([nilemig, "up", "--no-check"], nile_dir),
                "alembic-tpm": ([alembic, "upgrade", "head"], per_dir),
                "alembic": ([alembic, "upgrade", "head"], stock_dir)}
 
-        helps = medians({"nilemig": ([nilemig, "--help"], work), "alembic": ([alembic, "--help"], work)},
-                        env, args.repeat * 2)
-        applied = medians(ups, env, args.repeat, databases.fresh)
+        helps = timed({"nilemig": ([nilemig, "--help"], work), "alembic": ([alembic, "--help"], work)},
+                      env, args.repeat * 2)
+        applied = timed(ups, env, args.repeat, databases.fresh)
         # No-op runs and status, all against one database at head.
         databases.fresh()
         subprocess.run([nilemig, "up"], cwd=nile_dir, env=env, check=True, capture_output=True)
-        idle = medians({"nilemig up": ([nilemig, "up"], nile_dir),
-                        "alembic upgrade": ([alembic, "upgrade", "head"], per_dir),
-                        "nilemig status": ([nilemig, "status"], nile_dir),
-                        "alembic current": ([alembic, "current"], per_dir)}, env, args.repeat)
+        idle = timed({"nilemig up": ([nilemig, "up"], nile_dir),
+                      "alembic upgrade": ([alembic, "upgrade", "head"], per_dir),
+                      "nilemig status": ([nilemig, "status"], nile_dir),
+                      "alembic current": ([alembic, "current"], per_dir)}, env, args.repeat)
 
         # Round trips: a shorter chain (per-migration costs show at any length), through the proxy.
         for project in (nile_dir, per_dir):
@@ -185,39 +220,50 @@ def main() -> None:
             user = admin.split("://", 1)[1].split("@", 1)[0] if "@" in admin else "postgres"
             via_proxy = f"postgresql://{user}@127.0.0.1:{proxy.port}/postgres"
             trips = {}
-            for name, (cmd, cwd) in {"nilemig up": ups["nilemig"], "alembic upgrade": ups["alembic-tpm"]}.items():
+            # Each tool applies the chain to a fresh database, then runs its no-op up and its status there.
+            for up, up_name, noop_name, status_name, status in (
+                    ("nilemig", "nilemig up", "no-op nilemig up", "nilemig status", [nilemig, "status"]),
+                    ("alembic-tpm", "alembic upgrade", "no-op alembic upgrade", "alembic current",
+                     [alembic, "current"])):
                 databases.fresh()
                 databases.point(via_proxy)
-                trips[name] = count_trips(proxy, {name: (cmd, cwd)}, env)[name]
-            trips.update(count_trips(proxy, {
-                "no-op nilemig up": ups["nilemig"], "no-op alembic upgrade": ups["alembic-tpm"],
-                "nilemig status": ([nilemig, "status"], nile_dir), "alembic current": ([alembic, "current"], per_dir),
-            }, env))
+                cmd, cwd = ups[up]
+                trips.update(count_trips(proxy, {up_name: (cmd, cwd), noop_name: (cmd, cwd),
+                                                 status_name: (status, cwd)}, env))
     finally:
         if server is not None:
             server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
     def row(label: str, value: float, goal: str = "") -> None:
-        print(f"{label:<44}{value:9.2f}   {goal}")
+        print(f"{label:<50}{value:9.2f}   {goal}")
 
-    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2})")
-    for name, seconds in {**{f"{k} --help": v for k, v in helps.items()}, **applied, **idle}.items():
-        print(f"{name:<44}{seconds * 1000:9.1f} ms")
-    row("ratio nilemig --help / alembic --help", helps["nilemig"] / helps["alembic"], "(goal <= 0.30)")
-    row("ratio up / alembic (transaction_per_migration)", applied["nilemig"] / applied["alembic-tpm"], "(goal <= 1.10)")
-    row("ratio up / stock alembic (one transaction)", applied["nilemig"] / applied["alembic"], "(goal <= 1.20)")
-    row("ratio no-op up / no-op alembic upgrade", idle["nilemig up"] / idle["alembic upgrade"], "(goal <= 1.05)")
-    row("ratio status / alembic current", idle["nilemig status"] / idle["alembic current"], "(goal <= 1.10)")
+    def ratio(label: str, times: dict[str, list[float]], a: str, b: str, goal: float) -> None:
+        """The ratio of medians, and the range of the ratios of runs made side by side (the machine's noise)."""
+        side_by_side = [x / y for x, y in zip(times[a], times[b])]
+        row(f"ratio {label}", statistics.median(times[a]) / statistics.median(times[b]),
+            f"(goal <= {goal:.2f})  per-round {min(side_by_side):.2f}-{max(side_by_side):.2f}")
+
+    print(f"{args.migrations} migrations, median of {args.repeat} interleaved runs (help: {args.repeat * 2}), "
+          "with the fastest and slowest run")
+    for name, times in {**{f"{k} --help": v for k, v in helps.items()}, **applied, **idle}.items():
+        print(f"{name:<50}{statistics.median(times) * 1000:9.1f} ms  ({min(times) * 1000:.0f}-{max(times) * 1000:.0f})")
+    ratio("nilemig --help / alembic --help", helps, "nilemig", "alembic", 0.30)
+    ratio("up / alembic (transaction_per_migration)", applied, "nilemig", "alembic-tpm", 1.10)
+    ratio("up / stock alembic (one transaction)", applied, "nilemig", "alembic", 1.20)
+    ratio("up --no-check / alembic (t_p_m)", applied, "nilemig --no-check", "alembic-tpm", 1.10)
+    ratio("up --no-check / stock alembic", applied, "nilemig --no-check", "alembic", 1.20)
+    ratio("no-op up / no-op alembic upgrade", idle, "nilemig up", "alembic upgrade", 1.05)
+    ratio("status / alembic current", idle, "nilemig status", "alembic current", 1.10)
     print(f"\nround trips (connections), {args.trip_migrations} migrations, through a counting proxy:")
     for name, (count, connections) in trips.items():
-        print(f"{name:<44}{count:6d}  ({connections} connection(s))")
+        print(f"{name:<50}{count:6d}  ({connections} connection(s))")
     per_nile = trips["nilemig up"][0] / args.trip_migrations
     per_alembic = trips["alembic upgrade"][0] / args.trip_migrations
     row("round trips per migration, nilemig", per_nile, f"(goal <= Alembic's {per_alembic:.2f} + 1)")
-    print(f"{'no-op up round trips, nilemig / alembic':<44}{trips['no-op nilemig up'][0]:6d} / "
+    print(f"{'no-op up round trips, nilemig / alembic':<50}{trips['no-op nilemig up'][0]:6d} / "
           f"{trips['no-op alembic upgrade'][0]}   (goal: <=, on one connection)")
-    print(f"{'status / alembic current round trips':<44}{trips['nilemig status'][0]:6d} / "
+    print(f"{'status / alembic current round trips':<50}{trips['nilemig status'][0]:6d} / "
           f"{trips['alembic current'][0]}   (goal: <=, on one connection)")
 
 

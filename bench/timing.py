@@ -18,6 +18,12 @@ Command = tuple[list[str], Path]
 def medians(commands: dict[str, Command], env: dict[str, str], repeat: int,
             before: Callable[[], None] | None = None, ok_codes: tuple[int, ...] = (0,)) -> dict[str, float]:
     """Median wall time of each command over `repeat` rotations; `before` runs untimed ahead of each run."""
+    return {name: statistics.median(times) for name, times in timed(commands, env, repeat, before, ok_codes).items()}
+
+
+def timed(commands: dict[str, Command], env: dict[str, str], repeat: int,
+          before: Callable[[], None] | None = None, ok_codes: tuple[int, ...] = (0,)) -> dict[str, list[float]]:
+    """Wall times of each command, one per rotation, in rotation order (so the i-th times ran side by side)."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, (cmd, cwd) in commands.items():
@@ -29,4 +35,4 @@ def medians(commands: dict[str, Command], env: dict[str, str], repeat: int,
             samples[name].append(time.perf_counter() - start)
             if done.returncode not in ok_codes:
                 raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr}")
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return samples

@@ -6,19 +6,22 @@ initialised, and plain `alembic` behaves exactly like `nilemig`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nilemig import autogen, nile
 from nilemig.config import Database, Project
-from nilemig.core import connection_heads, resolve_database, retry_transient_failures
+from nilemig.core import resolve_database, retry_transient_failures
 from nilemig.keys import (
     CONNECTION_KEY,
     DATABASE_KEY,
     FINAL_HEADS_KEY,
     FROM_CLI_KEY,
     ON_APPLY_KEY,
+    PREFLIGHT_KEY,
     SETTINGS_KEY,
+    VERSION_TABLE,
 )
 from nilemig.runsettings import RunSettings
 
@@ -88,31 +91,64 @@ def run_migrations(context: Any, target_metadata: Any, **project_options: Any) -
             _run_handed_over(context, connection, callbacks, settings, options)
         return
 
-    from nilemig import ledger, tenants
-    from nilemig.database import connect, set_timeouts
-    from nilemig.runlock import migration_lock
+    from nilemig import ledger, runlock, tenants
+    from nilemig.database import autocommit, connect, timeout_columns
 
     database = config.attributes.get(DATABASE_KEY)
     if database is None:
         database = resolve_database(Project(Path(config.config_file_name).resolve().parent))
     version_table = {k: v for k, v in options.items() if k in ("version_table", "version_table_schema")}
+    table_names = {"version_table": version_table.get("version_table", VERSION_TABLE),
+                   "schema": version_table.get("version_table_schema")}
+    recorder = ledger.Recorder()
+    steps = tenants.prepare(context, database, settings)
+    # The step runner goes last: it commits its migration, then runs the migration's steps.
+    options["on_version_apply"] = [recorder, *callbacks, steps]
     with connect(database) as connection:
-        set_timeouts(connection, settings.table_lock_timeout_seconds, settings.statement_timeout_seconds)
-        # Lock before Alembic reads the current revision: concurrent runners apply each migration once.
-        with migration_lock(connection, settings.lock_wait_seconds, settings.on_notice):
-            current = connection_heads(connection, **version_table)
-            baselined = ledger.ensure(connection, context.script, current)
-            connection.commit()
-            if baselined:
-                settings.on_notice(
-                    f"Recorded {baselined} migration(s) applied before nilemig in {ledger.TABLE}, "
-                    "taking their files as they are now as reviewed."
-                )
-            steps = tenants.prepare(context, database, settings)
-            options["on_version_apply"] = [ledger.Recorder(), *callbacks, steps]
-            _configure_and_run(context, steps, settings, connection=connection, **options)
-            # Where the run left the database, read under the lock, for nilemig to report.
-            config.attributes[FINAL_HEADS_KEY] = connection_heads(connection, **version_table)
+        with autocommit(connection):
+            # Lock before reading the current revision: concurrent runners apply each migration once. The
+            # session timeouts and which tables exist ride on the lock's own statement. The lock is not
+            # released by hand: closing the connection (below) releases it, one round trip fewer.
+            took = runlock.acquire(connection, settings.lock_wait_seconds, settings.on_notice, also=", ".join((
+                timeout_columns(settings.table_lock_timeout_seconds, settings.statement_timeout_seconds),
+                ledger.presence_columns(**table_names))))
+            state = ledger.read_state(connection, took[3:], **table_names)
+        preflight = config.attributes.get(PREFLIGHT_KEY)
+        anything_to_run = _keeping_environment(context, preflight, state) if preflight is not None else True
+        context.configure(connection=connection, **options)
+        migration_context = context.get_context()
+        baselined = ledger.ensure(connection, context.script, state,
+                                  # Made here, not in the first migration's transaction as Alembic would:
+                                  # a retry rolls that transaction back whole (core.retry_transient_failures).
+                                  lambda: migration_context._version.create(connection))
+        connection.commit()
+        if baselined:
+            settings.on_notice(
+                f"Recorded {baselined} migration(s) applied before nilemig in {ledger.TABLE}, "
+                "taking their files as they are now as reviewed."
+            )
+        if state.has_steps:
+            # Incomplete for_each_tenant steps first, under the run's lock, before anything new is applied.
+            steps.resume(migration_context)
+        if anything_to_run:
+            recorder.watch(migration_context)
+            retry_transient_failures(migration_context, settings)
+            with context.begin_transaction():
+                context.run_migrations()
+        # Where the run left the database, known under the lock, for nilemig to report.
+        config.attributes[FINAL_HEADS_KEY] = state.current if recorder.heads is None else recorder.heads
+
+
+def _keeping_environment(context: Any, preflight: Callable[[Any], bool], state: Any) -> bool:
+    """Call nilemig's pre-flight, which may run an Alembic command of its own (nilemig check renders the
+    migrations offline); such a command leaves `alembic.context` without the environment env.py runs in,
+    so it is put back."""
+    environment = getattr(context, "_proxy", None)
+    try:
+        return preflight(state)
+    finally:
+        if environment is not None:
+            environment._install_proxy()
 
 
 def _run_handed_over(context: Any, connection: Any, callbacks: list, settings: RunSettings,
@@ -127,12 +163,9 @@ def _run_handed_over(context: Any, connection: Any, callbacks: list, settings: R
                        **options)
 
 
-def _configure_and_run(context: Any, steps: Any = None, retrying: RunSettings | None = None,
-                       **options: Any) -> None:
+def _configure_and_run(context: Any, steps: Any = None, **options: Any) -> None:
     context.configure(**options)
-    if retrying is not None:
-        retry_transient_failures(context.get_context(), retrying)
-    if steps is not None:  # incomplete for_each_tenant steps first, under the run's lock
+    if steps is not None:  # incomplete for_each_tenant steps first
         steps.resume(context.get_context())
     with context.begin_transaction():
         context.run_migrations()

@@ -81,14 +81,16 @@ def _config_class() -> type[Config]:
     return PinnedUrlConfig
 
 
-def foreign_env_py(project: Project) -> Path | None:
+def foreign_env_py(project: Project, scripts: ScriptDirectory | None = None) -> Path | None:
     """The project's env.py when it is not nilemig's (it does not call nilemig.alembic_env), else None."""
     from alembic.script import ScriptDirectory
 
-    config = alembic_config(project)
-    require_script_location(project, config)
-    with explain_errors(project):
-        path = Path(ScriptDirectory.from_config(config).env_py_location)
+    if scripts is None:
+        config = alembic_config(project)
+        require_script_location(project, config)
+        with explain_errors(project):
+            scripts = ScriptDirectory.from_config(config)
+    path = Path(scripts.env_py_location)
     if path.is_file() and ENV_PY_MARKER in path.read_text(encoding="utf-8"):
         return None
     return path
@@ -153,13 +155,14 @@ def current_heads(database: Database) -> tuple[str, ...]:
 
 
 def database_state(database: Database, scripts: ScriptDirectory):
-    """The database's current revision(s), and how its applied migrations differ from the files (ledger.Drift)."""
+    """What the database holds (ledger.State: current revision(s), ledger rows), and how its applied migrations
+    differ from the files (ledger.Drift), read on one connection in two round trips."""
     from nilemig import ledger
-    from nilemig.database import connect
+    from nilemig.database import autocommit, connect
 
-    with connect(database) as connection, ledger.privileges_explained(connection):
-        current = connection_heads(connection)
-        return current, ledger.drift(connection, scripts, current)
+    with connect(database) as connection, autocommit(connection), ledger.privileges_explained(connection):
+        state = ledger.read_state(connection)
+    return state, ledger.drift(state, scripts)
 
 
 def pending_scripts(scripts: ScriptDirectory, current: tuple[str, ...], target: str = "heads") -> list[Script]:
@@ -228,16 +231,18 @@ def _run_retrying(migration_fn: Callable[..., None], connection: Any, settings: 
 
     attempt = 0
     while True:
-        # A savepoint at the start of the migration's own transaction (one per migration): rolling back to
-        # it undoes all the migration did, and releases every lock it took.
-        savepoint = connection.begin_nested()
         try:
             migration_fn(**kw)
         except DBAPIError as exc:
             why = TRANSIENT_FAILURES.get(sqlstate(exc))
             if why is None or attempt >= settings.retries:
                 raise
-            savepoint.rollback()
+            # The migration runs first in its own transaction (nilemig's env.py makes Alembic's version table
+            # before any), so rolling that transaction back undoes exactly what the migration did and releases
+            # every lock it took; the next statement begins a new one, which Alembic commits as usual. Done on
+            # the driver's connection, under SQLAlchemy's transaction object that Alembic holds: unlike a
+            # savepoint per migration, this costs no round trip when nothing fails.
+            connection.connection.dbapi_connection.rollback()
             attempt += 1
             backoff = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
             delay = backoff / 2 + random.uniform(0, backoff / 2)  # jitter: racing runners spread out
@@ -245,7 +250,6 @@ def _run_retrying(migration_fn: Callable[..., None], connection: Any, settings: 
                                f"in {delay:.1f} s...")
             time.sleep(delay)
         else:
-            savepoint.commit()
             return
 
 

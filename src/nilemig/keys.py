@@ -11,6 +11,9 @@ ON_APPLY_KEY = "nilemig_on_version_apply"
 FROM_CLI_KEY = "nilemig_cli"
 SETTINGS_KEY = "nilemig_run_settings"
 FINAL_HEADS_KEY = "nilemig_final_heads"
+# A callable nilemig's up/down hand to env.py: given the ledger.State read under the migration lock, on the
+# connection that migrates, it refuses (raises) or says whether Alembic has anything to run.
+PREFLIGHT_KEY = "nilemig_preflight"
 CAPTURE_KEY = "nilemig_capture"
 # The tenants.StepRunner of an online run, where for_each_tenant registers its steps.
 STEP_RUNNER_KEY = "nilemig_step_runner"

@@ -15,7 +15,7 @@ import hashlib
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from nilemig import __version__
 from nilemig.database import INSUFFICIENT_PRIVILEGE, failure_reason, sqlstate
 from nilemig.errors import NilemigError
-from nilemig.keys import LEDGER_TABLE, VERSION_TABLE
+from nilemig.keys import LEDGER_TABLE, STEPS_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -43,12 +43,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     stamped boolean NOT NULL DEFAULT false
 )
 """
-# Ledgers made before `stamped` existed get it once; checked in the catalog first, so a run that
-# finds it takes no table lock (and on Nile sends no distributed DDL).
-_HAS_STAMPED = f"""
-SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{TABLE}') AND attname = 'stamped'
-               AND NOT attisdropped)
-"""
+# Ledgers made before `stamped` existed get it once; `presence_columns` checks the catalog first, so a
+# run that finds it takes no table lock (and on Nile sends no distributed DDL).
 _ADD_STAMPED = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS stamped boolean NOT NULL DEFAULT false"
 _UPSERT = f"""
 INSERT INTO {TABLE} (revision, sha256, applied_at, duration_ms, applied_by, nilemig_version, baseline, stamped)
@@ -124,66 +120,160 @@ def exists(connection: Connection) -> bool:
 
 def record(connection: Connection, revision: str, path: str, seconds: float | None, how: str = APPLIED) -> None:
     """Record a migration as applied (with its duration), baselined or stamped (neither ran it here)."""
-    connection.execute(_text(_UPSERT), {
-        "revision": revision, "sha256": file_sha256(path),
-        "duration_ms": None if seconds is None else round(seconds * 1000),
-        "applied_by": _who(), "version": __version__, "baseline": how == BASELINE, "stamped": how == STAMPED,
-    })
+    connection.execute(_text(_UPSERT), _row(revision, path, seconds, how))
+
+
+def _row(revision: str, path: str, seconds: float | None, how: str) -> dict[str, Any]:
+    return {"revision": revision, "sha256": file_sha256(path),
+            "duration_ms": None if seconds is None else round(seconds * 1000),
+            "applied_by": _who(), "version": __version__, "baseline": how == BASELINE, "stamped": how == STAMPED}
+
+
+_FORGET = f"DELETE FROM {TABLE} WHERE revision = :revision"
 
 
 def forget(connection: Connection, revision: str) -> None:
-    connection.execute(_text(f"DELETE FROM {TABLE} WHERE revision = :revision"), {"revision": revision})
+    connection.execute(_text(_FORGET), {"revision": revision})
 
 
-def _recorded(connection: Connection) -> dict[str, tuple[str, str]] | None:
-    """revision -> (sha256, how it was applied) of every recorded migration; None without a ledger."""
-    if not exists(connection):
-        return None
-    # A ledger from before stamps existed has no `stamped` column until the next run adds it.
-    has_stamped = connection.execute(_text(_HAS_STAMPED)).scalar()
-    found = connection.execute(_text(
-        f"SELECT revision, sha256, baseline, {'stamped' if has_stamped else 'false'} FROM {TABLE}")).all()
-    return {revision: (sha, STAMPED if stamped else BASELINE if baseline else APPLIED)
-            for revision, sha, baseline, stamped in found}
+@dataclass
+class State:
+    """What a run needs to know of the database, read in one or two round trips (see `read_state`)."""
+
+    current: tuple[str, ...]  # Alembic's current revision(s)
+    recorded: dict[str, tuple[str, str]] | None  # revision -> (sha256, how applied); None without a ledger
+    has_version_table: bool = True
+    ledger_current: bool = True  # the ledger has every column this nilemig writes (`stamped`)
+    has_steps: bool = False  # for_each_tenant has recorded steps here (whose progress tenants.py reads)
+
+    @property
+    def how_applied(self) -> dict[str, str]:
+        """revision -> APPLIED, BASELINE or STAMPED for every recorded migration; empty without a ledger."""
+        return {revision: how for revision, (_, how) in (self.recorded or {}).items()}
 
 
-def rows(connection: Connection) -> dict[str, str] | None:
-    """revision -> sha256 of every recorded migration; None when there is no ledger yet."""
-    recorded = _recorded(connection)
-    return None if recorded is None else {revision: sha for revision, (sha, _) in recorded.items()}
+def presence_columns(version_table: str = VERSION_TABLE, schema: str | None = None) -> str:
+    """SQL columns saying whether Alembic's version table, the ledger and its `stamped` column, and
+    for_each_tenant's steps table exist, for `read_state`; a caller puts them in a statement it sends
+    anyway (the lock's), saving a round trip."""
+    qualified = _qualified(version_table, schema)
+    return (f"to_regclass('{qualified}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL, "
+            f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{TABLE}') AND attname = 'stamped' "
+            f"AND NOT attisdropped), to_regclass('{STEPS_TABLE}') IS NOT NULL")
 
 
-def how_applied(connection: Connection) -> dict[str, str]:
-    """revision -> APPLIED, BASELINE or STAMPED for every recorded migration; empty without a ledger."""
-    return {revision: how for revision, (_, how) in (_recorded(connection) or {}).items()}
+def _qualified(version_table: str, schema: str | None) -> str:
+    name = f'"{version_table}"' if not version_table.islower() else version_table
+    return f"{schema}.{name}" if schema else name
 
 
-def ensure(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> int:
-    """Create the ledger if needed and record applied migrations it lacks; return how many it baselined."""
-    with privileges_explained(connection):
-        connection.execute(_text(CREATE))
-        if not connection.execute(_text(_HAS_STAMPED)).scalar():
-            connection.execute(_text(_ADD_STAMPED))
-        recorded = set(rows(connection))
+def read_state(connection: Connection, presence: tuple[bool, bool, bool, bool] | None = None,
+               version_table: str = VERSION_TABLE, schema: str | None = None) -> State:
+    """The current revision(s) and every ledger row in one query; `presence` is what `presence_columns`
+    returned (read here when not given)."""
+    if presence is None:
+        presence = tuple(connection.execute(_text(f"SELECT {presence_columns(version_table, schema)}")).one())
+    has_version_table, has_ledger, has_stamped, has_steps = presence
+    parts = []
+    if has_version_table:
+        parts.append("SELECT true, version_num::text, NULL::text, NULL::boolean, NULL::boolean "
+                     f"FROM {_qualified(version_table, schema)}")
+    if has_ledger:
+        # A ledger from before stamps existed has no `stamped` column until the next run adds it.
+        parts.append(f"SELECT false, revision, sha256, baseline, {'stamped' if has_stamped else 'false'} FROM {TABLE}")
+    found = connection.execute(_text(" UNION ALL ".join(parts))).all() if parts else []
+    current = tuple(revision for is_version, revision, *_ in found if is_version)
+    recorded = {revision: (sha, STAMPED if stamped else BASELINE if baseline else APPLIED)
+                for is_version, revision, sha, baseline, stamped in found if not is_version}
+    return State(current, recorded if has_ledger else None, has_version_table, has_ledger and has_stamped, has_steps)
+
+
+def ensure(connection: Connection, scripts: ScriptDirectory, state: State,
+           create_version_table: Callable[[], None] | None = None) -> int:
+    """Create (or bring up to date) the ledger and record applied migrations it lacks; return how many it
+    baselined. Writes only when something is missing (the caller commits): a run on an up-to-date database
+    sends nothing here. `create_version_table` makes Alembic's version table when it is missing."""
+    recorded = set(state.recorded or ())
     # Migrations reach the ledger with their revision, so when the current ones are recorded their
     # ancestors are too; walking the whole chain is only needed the first time.
-    if set(current) <= recorded:
+    unrecorded = not set(state.current) <= recorded
+    missing_version_table = create_version_table is not None and not state.has_version_table
+    if state.ledger_current and not unrecorded and not missing_version_table:
         return 0
-    applied = list(scripts.iterate_revisions(current, "base"))
-    missing = [s for s in applied if s.revision not in recorded]
+    missing = [s for s in scripts.iterate_revisions(state.current, "base") if s.revision not in recorded] \
+        if unrecorded else []
     with privileges_explained(connection):
+        if state.recorded is None:
+            connection.execute(_text(CREATE))
+        elif not state.ledger_current:
+            connection.execute(_text(_ADD_STAMPED))
+        if missing_version_table:
+            create_version_table()
         for script in missing:
             record(connection, script.revision, script.path, None, BASELINE)
+    state.recorded = {**(state.recorded or {}), **{s.revision: (file_sha256(s.path), BASELINE) for s in missing}}
+    state.has_version_table = state.has_version_table or missing_version_table
+    state.ledger_current = True
     return len(missing)
 
 
 class Recorder:
-    """Alembic's on_version_apply callback that writes each step to the ledger, inside its transaction."""
+    """Writes each migration Alembic runs to the ledger, inside that migration's transaction.
+
+    `watch` makes the write ride on Alembic's own version-table statement for the step (as a data-modifying
+    WITH clause in front of it): one round trip per migration fewer, which on a remote database is most of
+    what the ledger costs. As Alembic's on_version_apply callback, it writes what did not ride along (stamps,
+    or a statement it could not extend) and notes where the run left the database.
+    """
 
     def __init__(self) -> None:
         self.last = time.monotonic()
+        self.heads: tuple[str, ...] | None = None  # the current revision(s) after the last step; None before
+        self._step: Any = None  # the migration step running now, until its ledger write is sent
+        self._version_table: Any = None
+        self._compiled: dict[str, str] = {}  # ledger SQL -> as the driver takes it
+
+    def watch(self, migration_context: Any) -> None:
+        from alembic.runtime.migration import RevisionStep
+        from sqlalchemy import event
+
+        self._version_table = migration_context._version
+        self.last = time.monotonic()
+        steps_of = migration_context._migrations_fn
+
+        def steps(heads: Any, context: Any) -> Iterator[Any]:
+            for step in steps_of(heads, context):
+                self._step = step if isinstance(step, RevisionStep) else None
+                yield step
+
+        # Alembic has no public hook before a step's version update: note each step as its function yields it.
+        migration_context._migrations_fn = steps
+        event.listen(migration_context.connection, "before_cursor_execute", self._ride_along, retval=True)
+
+    def _ride_along(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                    executemany: bool) -> tuple[str, Any]:
+        compiled = getattr(context, "compiled", None)
+        target = getattr(getattr(compiled, "statement", None), "table", None)
+        # Alembic's version statements carry their values inline; anything else is left as it is.
+        if (self._step is None or target is not self._version_table or executemany or parameters
+                or "%" in statement):
+            return statement, parameters
+        step, self._step = self._step, None
+        if step.is_upgrade:
+            now = time.monotonic()
+            sql, values = _UPSERT, _row(step.revision.revision, step.revision.path, now - self.last, APPLIED)
+            self.last = now
+        else:
+            sql, values = _FORGET, {"revision": step.revision.revision}
+        if sql not in self._compiled:  # once per run: compiling costs more than the statement's round trip here
+            self._compiled[sql] = str(_text(sql.strip()).compile(dialect=conn.dialect))
+        return f"WITH nilemig_ledger_write AS ({self._compiled[sql]}) {statement}", values
 
     def __call__(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        self.heads = tuple(sorted(heads))
+        if self._step is None and not step.is_stamp:
+            return  # written with the version update
+        self._step = None
         now = time.monotonic()
         with privileges_explained(ctx.connection):
             if step.is_stamp:
@@ -216,8 +306,8 @@ class Drift:
                 "missing": self.missing, "stamped": self.stamped}
 
 
-def drift(connection: Connection, scripts: ScriptDirectory, current: tuple[str, ...]) -> Drift:
-    recorded = _recorded(connection)
+def drift(state: State, scripts: ScriptDirectory) -> Drift:
+    recorded, current = state.recorded, state.current
     if recorded is None:
         return Drift(has_ledger=False, missing=[r for r in current if _script(scripts, r) is None])
     found = Drift(stamped=sorted(r for r, (_, how) in recorded.items() if how == STAMPED))
@@ -240,8 +330,9 @@ def _script(scripts: ScriptDirectory, revision: str):
 
 def accept(connection: Connection, scripts: ScriptDirectory, revisions: list[str]) -> list[str]:
     """Take the current files of these (or all edited) applied migrations as reviewed."""
-    chosen = revisions or [r for r, _ in drift(connection, scripts, ()).edited]
-    recorded = rows(connection) or {}
+    state = read_state(connection)
+    chosen = revisions or [r for r, _ in drift(state, scripts).edited]
+    recorded = state.recorded or {}
     accepted = []
     for revision in chosen:
         script = _script(scripts, revision)

@@ -54,19 +54,24 @@ def holder(connection: Connection, key: int) -> str:
     return ", ".join(parts)
 
 
-@contextmanager
-def migration_lock(connection: Connection, wait_seconds: float, on_wait: Callable[[str], None],
-                   key: int | None = None) -> Iterator[None]:
+def acquire(connection: Connection, wait_seconds: float, on_wait: Callable[[str], None], key: int | None = None,
+            also: str = "") -> tuple:
+    """Take the lock, waiting up to `wait_seconds`; return the row of the statement that took it, whose
+    columns after the first are `also` (SQL columns a run needs anyway, sent in the same round trip).
+
+    The caller releases the lock (pg_advisory_unlock), or closes the connection, which releases it too.
+    """
     from sqlalchemy import text
 
     key = lock_key() if key is None else key
     deadline = time.monotonic() + wait_seconds
     announced = False
     while True:
-        acquired = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+        row = connection.execute(text(f"SELECT pg_try_advisory_lock(:key){', ' + also if also else ''}"),
+                                 {"key": key}).one()
         connection.commit()
-        if acquired:
-            break
+        if row[0]:
+            return tuple(row)
         who = holder(connection, key)
         if not announced:
             on_wait(f"Another migration run holds the lock ({who}); waiting up to {wait_seconds:g} s...")
@@ -78,6 +83,15 @@ def migration_lock(connection: Connection, wait_seconds: float, on_wait: Callabl
                 "finish and run again, or wait longer with --lock-timeout SECONDS. Nothing was applied."
             )
         time.sleep(POLL_SECONDS)
+
+
+@contextmanager
+def migration_lock(connection: Connection, wait_seconds: float, on_wait: Callable[[str], None],
+                   key: int | None = None) -> Iterator[None]:
+    from sqlalchemy import text
+
+    key = lock_key() if key is None else key
+    acquire(connection, wait_seconds, on_wait, key)
     try:
         yield
     finally:

@@ -302,7 +302,7 @@ def _record_applied(project: Project, connection: Connection, script: Any, curre
     scripts = script_directory(project, alembic_config(project))
     connection.commit()
     with migration_lock(connection, settings.lock_wait_seconds, settings.on_notice):
-        ledger.ensure(connection, scripts, current)
+        ledger.ensure(connection, scripts, ledger.read_state(connection))
         MigrationContext.configure(connection).stamp(scripts, script.revision)
         ledger.record(connection, script.revision, script.path, None, ledger.BASELINE)
         connection.commit()

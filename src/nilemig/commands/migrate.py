@@ -7,8 +7,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from nilemig import ledger
 from nilemig.config import url_user
 from nilemig.core import (
     alembic_config,
@@ -19,6 +20,7 @@ from nilemig.core import (
     explain,
     explain_errors,
     failing_frame,
+    foreign_env_py,
     has_autocommit_block,
     pending_scripts,
     script_directory,
@@ -31,7 +33,7 @@ from nilemig.errors import (
     UsageError,
     sentence,
 )
-from nilemig.keys import FINAL_HEADS_KEY, SETTINGS_KEY
+from nilemig.keys import FINAL_HEADS_KEY, PREFLIGHT_KEY, SETTINGS_KEY
 from nilemig.ledger import missing_privilege
 from nilemig.runsettings import RunSettings
 
@@ -77,22 +79,25 @@ DOWN_TARGETS = "-N (N of 1 or more), a revision id (or its first four or more ch
 
 def up(project: Project, database: Database, target: str = "head",
        on_step: Callable[[Step], None] | None = None, options: UpOptions | None = None) -> RunResult:
-    from alembic import command
-
     options = options or UpOptions()
     scripts = script_directory(project, alembic_config(project))
-    current, drift = database_state(database, scripts)
-    refuse_drift(drift, options.allow_edited)
-    try:
-        if target.startswith(("+", "-")) and not re.fullmatch(r"\+\d+", target):
-            raise NilemigError(f"{target!r} is not a number of steps up.")
-        pending = pending_scripts(scripts, current, target)
-    except NilemigError as exc:
-        raise bad_target("up", target, UP_TARGETS, exc) from None
-    if not options.allow_destructive:
-        refuse_unreviewed_destructive(pending)
-    warnings = refuse_check_errors(project, pending) if options.check and pending else []
-    result = _run(project, database, scripts, command.upgrade, target, on_step, options.settings, current)
+    if target.startswith(("+", "-")) and not re.fullmatch(r"\+\d+", target):
+        raise bad_target("up", target, UP_TARGETS, NilemigError(f"{target!r} is not a number of steps up."))
+    warnings: list = []
+
+    def preflight(state: ledger.State) -> bool:
+        """Refuse drift, unreviewed destructive operations and check errors; whether anything is pending."""
+        refuse_drift(ledger.drift(state, scripts), options.allow_edited)
+        try:
+            pending = pending_scripts(scripts, state.current, target)
+        except NilemigError as exc:
+            raise bad_target("up", target, UP_TARGETS, exc) from None
+        if not options.allow_destructive:
+            refuse_unreviewed_destructive(pending)
+        warnings.extend(refuse_check_errors(project, pending) if options.check and pending else [])
+        return bool(pending)
+
+    result = _run(project, database, scripts, "upgrade", target, on_step, options.settings, preflight)
     result.warnings = warnings
     return result
 
@@ -101,18 +106,22 @@ def down(project: Project, database: Database, target: str = "-1",
          on_step: Callable[[Step], None] | None = None, settings: RunSettings | None = None,
          confirm: Callable[[int], None] | None = None) -> RunResult:
     """Undo migrations; `confirm` gets how many would be undone first, and may raise to stop."""
-    from alembic import command
-
     scripts = script_directory(project, alembic_config(project))
-    current, drift = database_state(database, scripts)
+    # Read before the run, and asked before the lock is taken: a question must not keep other runners waiting.
+    state, drift = database_state(database, scripts)
     refuse_drift(drift, allow_edited=True)
     try:
-        steps = _steps_down(project, scripts, current, target)
+        steps = _steps_down(project, scripts, state.current, target)
     except NilemigError as exc:
         raise bad_target("down", target, DOWN_TARGETS, exc) from None
     if confirm is not None:
         confirm(steps)
-    return _run(project, database, scripts, command.downgrade, target, on_step, settings, current)
+
+    def preflight(locked: ledger.State) -> bool:
+        refuse_drift(ledger.drift(locked, scripts), allow_edited=True)
+        return bool(locked.current)
+
+    return _run(project, database, scripts, "downgrade", target, on_step, settings, preflight)
 
 
 def bad_target(command: str, target: str, forms: str, exc: NilemigError) -> UsageError:
@@ -177,7 +186,16 @@ def _steps_down(project: Project, scripts: ScriptDirectory, current: tuple[str, 
         return len(list(scripts.iterate_revisions(current, target))) if current else 0
 
 
-def _run(project, database, scripts, alembic_command, target, on_step, settings, before) -> RunResult:
+def _run(project: Project, database: Database, scripts: ScriptDirectory, direction: str, target: str,
+         on_step: Callable[[Step], None] | None, settings: RunSettings | None,
+         preflight: Callable[[ledger.State], bool]) -> RunResult:
+    """Run Alembic's upgrade or downgrade (`direction`) to `target` with the scripts already loaded.
+
+    `preflight` gets the database's state, read on the connection that migrates under the migration lock
+    (nilemig's env.py calls it), and refuses by raising or says whether there is anything to run.
+    """
+    from alembic.runtime.environment import EnvironmentContext
+
     steps: list[Step] = []
     started = [time.monotonic()]
 
@@ -192,8 +210,28 @@ def _run(project, database, scripts, alembic_command, target, on_step, settings,
     config = alembic_config(project, database, on_version_apply=record)
     if settings is not None:
         config.attributes[SETTINGS_KEY] = settings
+    before: tuple[str, ...] = ()
+    if foreign_env_py(project, scripts) is None:
+        config.attributes[PREFLIGHT_KEY] = preflight
+    else:
+        # The project's own env.py knows no pre-flight: read the state on a connection of its own first.
+        state, _ = database_state(database, scripts)
+        before = state.current
+        if not preflight(state):
+            return RunResult(before, steps)
+
+    # What alembic.command.upgrade/downgrade hand to env.py, without loading every script again; named
+    # as Alembic names them, which is how env.py (tenants.StepRunner.resume) tells the direction.
+    def upgrade(current: Any, context: Any) -> Any:
+        return scripts._upgrade_revs(target, current)
+
+    def downgrade(current: Any, context: Any) -> Any:
+        return scripts._downgrade_revs(target, current)
+
     try:
-        alembic_command(config, target)
+        with EnvironmentContext(config, scripts, fn=upgrade if direction == "upgrade" else downgrade, as_sql=False,
+                                destination_rev=target):
+            scripts.run_env()
     except NilemigError:
         raise
     except KeyboardInterrupt:

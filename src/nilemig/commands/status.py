@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from nilemig.config import display_url
 from nilemig.core import (
     alembic_config,
-    connection_heads,
     database_state,
     display_path,
     foreign_env_py,
@@ -72,10 +71,11 @@ def status(project: Project, database: Database) -> Status:
     from nilemig.tenants import states
 
     scripts = script_directory(project, alembic_config(project))
-    current, drift = database_state(database, scripts)
+    state, drift = database_state(database, scripts)
+    current = state.current
     pending = [] if drift.missing else [_migration(s, False, current) for s in pending_scripts(scripts, current)]
     return Status(display_url(database.url), current, tuple(scripts.get_heads()), pending,
-                  drift, foreign_env_py(project) is None, states(database))
+                  drift, foreign_env_py(project, scripts) is None, states(database) if state.has_steps else [])
 
 
 def rebaseline(project: Project, database: Database, revisions: list[str]) -> list[str]:
@@ -101,19 +101,17 @@ def history(project: Project, database: Database) -> list[Migration]:
     """Every migration, newest first, each marked applied or not, and with its incomplete steps."""
     from nilemig import ledger
     from nilemig.commands.migrate import refuse_drift
-    from nilemig.database import connect
     from nilemig.tenants import states
 
     scripts = script_directory(project, alembic_config(project))
-    with connect(database) as connection:
-        current = connection_heads(connection)
-        refuse_drift(ledger.drift(connection, scripts, current), allow_edited=True)
-        how = ledger.how_applied(connection)
+    state, drift = database_state(database, scripts)
+    refuse_drift(drift, allow_edited=True)
+    current, how = state.current, state.how_applied
     pending = {s.revision for s in pending_scripts(scripts, current)}
     migrations = [_migration(s, s.revision not in pending, current, how.get(s.revision, ledger.APPLIED))
                   for s in scripts.walk_revisions()]
     by_revision = {m.revision: m for m in migrations}
-    for state in states(database):
-        if state.step.revision in by_revision:
-            by_revision[state.step.revision].incomplete.append(state.describe())
+    for step in states(database) if state.has_steps else []:
+        if step.step.revision in by_revision:
+            by_revision[step.step.revision].incomplete.append(step.describe())
     return migrations
