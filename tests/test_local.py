@@ -316,20 +316,24 @@ def test_local_url_over_tcp(pg_server, open_tmp):
     assert first.returncode == 0, first.stderr
     url = make_url(first.stdout.strip())
     assert (url.host, url.username, url.database) == ("127.0.0.1", local.DEVELOPER_ROLE, local.DATABASE_NAME)
-    settings = root / ".nilemig" / local.TCP_FILE
-    assert stat.S_IMODE(settings.stat().st_mode) == 0o600 and url.password in settings.read_text()
+    # The password stays in .nilemig/: the URL names the libpq password file instead of carrying it.
+    settings, passfile = root / ".nilemig" / local.TCP_FILE, root / ".nilemig" / local.PGPASS_FILE
+    password = json.loads(settings.read_text())["password"]
+    assert url.password is None and password not in first.stdout + first.stderr
+    assert url.query["passfile"] == str(passfile.resolve()) and password in passfile.read_text()
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600 and stat.S_IMODE(passfile.stat().st_mode) == 0o600
     with psycopg.connect(first.stdout.strip()) as conn:
         assert conn.execute("SELECT current_user, inet_server_addr()::text").fetchone() == (
             local.DEVELOPER_ROLE, "127.0.0.1/32")
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(libpq(url.set(password="wrong"))).close()
+        psycopg.connect(libpq(url.set(password="wrong", query={}))).close()
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}").close()
 
     # The URL works for nilemig too, which never prints the password; it survives a stop and start.
     used = nilemig(root, "status", env={"DATABASE_URL": first.stdout.strip()})
-    assert used.returncode == 0 and "127.0.0.1" in used.stderr and url.password not in used.stdout + used.stderr
-    assert url.password not in nilemig(root, "local", "url").stdout
+    assert used.returncode == 0 and "127.0.0.1" in used.stderr and password not in used.stdout + used.stderr
+    assert password not in nilemig(root, "local", "url").stdout
     assert nilemig(root, "local", "stop").returncode == 0
     again = nilemig(root, "local", "url", "--tcp")
     assert again.stdout == first.stdout

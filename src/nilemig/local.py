@@ -35,6 +35,8 @@ ALLOW_CHMOD_VAR = "NILEMIG_LOCAL_ALLOW_CHMOD"
 SERVER_OS_USER = "embedded_postgres"
 # In .nilemig/, mode 600: the TCP port and the developer's password (`nilemig local url --tcp`).
 TCP_FILE = "local-tcp.json"
+# libpq password file the TCP URL points at (`passfile=`), so the password itself is never printed.
+PGPASS_FILE = "local-pgpass"
 TCP_HOST = "127.0.0.1"
 # Inside the data directory, which the server's OS user can always read: nilemig's SQL-only extensions.
 SHIM_DIR = "nilemig_extensions"
@@ -323,9 +325,9 @@ class TcpSettings:
     password: str
 
 
-def tcp_url(project: Project) -> URL:
-    """The local database's URL over TCP on 127.0.0.1, as the developer, password included: show it
-    only to the user who asked for it.
+def tcp_url(project: Project) -> str:
+    """The local database's libpq URL over TCP on 127.0.0.1, as the developer. It carries no password: its
+    `passfile=` names a libpq password file in .nilemig/ (mode 600), which psql, psycopg and SQLAlchemy read.
 
     The first call makes a password for the developer role and picks a free port, keeps both in
     .nilemig/local-tcp.json (mode 600), and restarts the server listening on 127.0.0.1 as well
@@ -333,7 +335,6 @@ def tcp_url(project: Project) -> URL:
     """
     import psycopg
     from psycopg import sql
-    from sqlalchemy.engine import URL
 
     if _read_tcp(project) is None:
         import secrets
@@ -344,8 +345,10 @@ def tcp_url(project: Project) -> URL:
     tcp = _read_tcp(project)  # the port changes when the old one was taken
     with psycopg.connect(libpq_dsn(server_admin_url(pgdata_dir(project))), autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(DEVELOPER_ROLE), sql.Literal(tcp.password)))
-    return URL.create("postgresql", username=DEVELOPER_ROLE, password=tcp.password, host=TCP_HOST, port=tcp.port,
-                      database=DATABASE_NAME)
+    passfile = project.state_dir / PGPASS_FILE
+    _write_private(passfile, f"{TCP_HOST}:*:{DATABASE_NAME}:{DEVELOPER_ROLE}:{tcp.password}\n")
+    # Written out by hand: a rendered URL would percent-encode the path, which configparser-based tools reject.
+    return f"postgresql://{DEVELOPER_ROLE}@{TCP_HOST}:{tcp.port}/{DATABASE_NAME}?passfile={passfile.resolve()}"
 
 
 def _read_tcp(project: Project) -> TcpSettings | None:
@@ -361,11 +364,14 @@ def _read_tcp(project: Project) -> TcpSettings | None:
 
 
 def _write_tcp(project: Project, settings: TcpSettings) -> None:
-    path = project.state_dir / TCP_FILE
+    _write_private(project.state_dir / TCP_FILE, json.dumps({"port": settings.port, "password": settings.password}))
+
+
+def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        json.dump({"port": settings.port, "password": settings.password}, file)
-    path.chmod(0o600)  # also when it existed with other modes
+        file.write(text)
+    path.chmod(0o600)  # also when it existed with other modes (libpq ignores a password file others can read)
 
 
 def _free_port(port: int = 0) -> int:

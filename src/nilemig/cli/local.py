@@ -14,16 +14,17 @@ from nilemig.cli.output import out
 @handled
 def local_url(
     tcp: Annotated[bool, typer.Option(
-        "--tcp", help="A TCP URL on 127.0.0.1 with the generated password in it (kept in .nilemig/, mode 600), "
-                      "for tools that cannot take the socket form. The only place nilemig prints that password.")] = False,
+        "--tcp", help="A TCP URL on 127.0.0.1 for tools that cannot take the socket form; its password stays in "
+                      ".nilemig/ (mode 600), named by the URL's passfile=.")] = False,
 ) -> None:
     """Start the local development database if needed and print its URL (for psql, or DATABASE_URL)."""
     from nilemig import local
 
     project = current_project()
     # The libpq form, which psql and other tools take as well as nilemig does.
-    url = local.tcp_url(project) if tcp else local.ensure_database(project).set(drivername="postgresql")
-    out.print(url.render_as_string(hide_password=False), markup=False, highlight=False, soft_wrap=True)
+    url = local.tcp_url(project) if tcp else \
+        local.ensure_database(project).set(drivername="postgresql").render_as_string(hide_password=True)
+    out.print(url, markup=False, highlight=False, soft_wrap=True)
 
 
 @local_app.command("stop")
