@@ -112,10 +112,11 @@ def test_without_the_local_extra_says_how_to_proceed(project_dir):
 
 
 def test_help_imports_no_database_or_rendering_libraries():
-    code = ("import sys; sys.argv = ['nilemig', '--help']\nfrom nilemig.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('sqlalchemy', 'alembic', 'psycopg', 'rich') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)")
+    # main() ends the process itself (cli._exit_now), running atexit handlers first.
+    code = ("import atexit, sys; sys.argv = ['nilemig', '--help']\nfrom nilemig.cli import main\n"
+            "atexit.register(lambda: print('HEAVY', [m for m in ('sqlalchemy', 'alembic', 'psycopg', 'rich')\n"
+            "                                        if m in sys.modules], file=sys.stderr))\n"
+            "main()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in result.stderr, result.stderr
 

@@ -30,7 +30,8 @@ def _run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: floa
 
 
 def test_show_completion(tmp_path):
-    result = _run(NILEMIG, "--show-completion", cwd=tmp_path, env={"SHELL": "/bin/bash"})
+    # As typed at a bash prompt: the shell is told by the process tree (shellingham), whatever ran pytest.
+    result = _run("bash", "-c", f"{NILEMIG} --show-completion; exit $?", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "_NILEMIG_COMPLETE=complete_bash" in result.stdout
 
