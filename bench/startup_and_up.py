@@ -37,19 +37,24 @@ Findings (issue 16; 2 shared cores, cProfile and -X importtime on a 200-migratio
   ScriptDirectory); loading is ~20% of a no-op run (load_python_file: 0.49 s of 2.39 s under load). Alembic's
   upgrade now runs on nilemig's loaded ScriptDirectory (EnvironmentContext + run_env, as Alembic's command).
 - Compiling the ledger's SQL for every migration cost 0.5 s per 200 under load: compiled once per run.
-- What is left of the gap is the command line: typer 0.29 builds a pydantic TypeAdapter for each parameter
-  of the command run (`import pydantic` 60-100 ms idle, 160-235 ms loaded; typer's own part of a no-op `up`
-  0.29 s under cProfile, 0.07 s with typer 0.28). typer 0.28 has no pydantic, but its --show-completion
-  cannot name the shell without shellingham (tests/test_team.py), so the floor stays. rich costs 40-80 ms
-  to import and ~1 ms per printed line (0.25 s for 200 "applied" lines under load). Alembic's argparse CLI
-  pays neither. Both tools import alembic, SQLAlchemy, psycopg and mako/pygments (most of a no-op run).
-- `nilemig up` with its check renders the whole chain offline every run (+0.5 s idle, up to +4.5 s loaded,
-  for 200 migrations): the check cache (part 2) is what takes that off `up`.
-- Last run (machine idle, --repeat 7; ratio of medians, then the range of the rounds' ratios): --help 0.24
-  (0.21-0.27); up 1.39 (1.27-1.68) and --no-check 1.25 (1.17-1.36) against transaction_per_migration;
-  up 1.51 and --no-check 1.36 against stock; no-op up 1.49 (1.31-1.68), 2.08 s against 1.39 s, of which
-  typer + pydantic + rich are ~0.45 s; status 1.19 (0.94-1.55). Round trips met: 4.34 per migration
-  against Alembic's 4.30, no-op up 11 and status 11 against 16, each on one connection.
+- The command line (typer 0.29): typer 0.29 builds a pydantic TypeAdapter for each parameter of the command
+  run (`import pydantic` and the schema build: 0.29 s of a no-op `up` under cProfile, ~0.25 s of a warm
+  `check`'s 0.66 s wall). typer is capped below 0.29 (pyproject.toml): typer 0.28 converts parameters with
+  click's own types, and its completion names the shell through shellingham, as before.
+- Interpreter teardown: freeing every SQLAlchemy and Alembic object at exit cost 0.15-0.2 s per command
+  (`python -c "import sqlalchemy"` 0.58 s, with os._exit 0.33-0.44 s). nilemig's main() runs the atexit
+  handlers, flushes, and ends the process with os._exit (cli/__init__.py); Alembic still pays it.
+- Byte-compilation: under PYTHONDONTWRITEBYTECODE=1 (this machine, CI) an editable checkout compiles
+  nilemig's 48 modules from source in every run (0.16 s for all; ~0.1 s of `up`'s), which an installed
+  nilemig (pip compiles a wheel's modules) never pays; Alembic's and SQLAlchemy's modules are compiled. The
+  bench byte-compiles nilemig first (timing.compiled_like_an_install) to compare like with like.
+- What remains nilemig's own: typer and rich imported (~0.07 s), nilemig's modules (~0.03 s), per applied
+  migration its line printed through rich (~0.25 ms), the file's sha256 for the ledger and the retry
+  wrapper (< 0.5 ms); the client's CPU time for 200 migrations is ~6% over Alembic's, and the wall time is
+  mostly the server's commits, the same for both.
+- Run after these changes (2 shared cores, a helper session busy on the other core, --repeat 3): --help
+  0.15; up (check cache warm) 1.05 against transaction_per_migration, 1.16 against stock; --no-check 0.99
+  and 1.10; no-op up 0.88; status 0.78. Round trips unchanged (4.34 per migration, 11 and 11).
 """
 
 from __future__ import annotations
