@@ -6,7 +6,10 @@ and where each table was created. It starts with Nile's built-in tables.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pglast import ast, enums
@@ -101,6 +104,50 @@ class Schema:
 
     def get(self, relation: ast.RangeVar | None) -> Table | None:
         return self.tables.get(relation_key(relation)) if relation is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything the rules can see, in order (the order of `tables` decides the order of some messages).
+        A foreign key's target keeps only its schema and name: nothing reads the rest of that node."""
+        return {
+            "tables": [[t.schema, t.name, list(t.columns.items()), list(t.primary_key),
+                        None if t.created_at is None else [str(t.created_at.path), t.created_at.line],
+                        list(t.sequences.items()),
+                        [[fk.name, list(fk.columns), list(relation_key(fk.target)), list(fk.target_columns)]
+                         for fk in t.foreign_keys],
+                        [[name, list(columns)] for name, columns in t.uniques.items()]]
+                       for t in self.tables.values()],
+            "indexes": [[list(index), list(table)] for index, table in self.indexes.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Schema:
+        """The schema `to_json` described; raises KeyError, TypeError or ValueError on anything else."""
+        def pairs(items: Any) -> tuple[str, str]:
+            first, second = items
+            return str(first), str(second)
+
+        def strings(items: Any) -> tuple[str, ...]:
+            return tuple(str(item) for item in items)
+
+        schema = cls()
+        for schema_name, name, columns, primary_key, created_at, sequences, fks, uniques in data["tables"]:
+            table = Table(str(schema_name), str(name), dict(pairs(c) for c in columns), strings(primary_key),
+                          None if created_at is None else Location(Path(created_at[0]), int(created_at[1])),
+                          dict(pairs(s) for s in sequences))
+            for fk_name, fk_columns, (target_schema, target_name), target_columns in fks:
+                target = ast.RangeVar(schemaname=str(target_schema), relname=str(target_name), inh=True,
+                                      relpersistence="p")
+                table.foreign_keys.append(ForeignKey(str(fk_name), strings(fk_columns), target,
+                                                     strings(target_columns)))
+            table.uniques = {str(unique): strings(unique_columns) for unique, unique_columns in uniques}
+            schema.tables[table.key] = table
+        schema.indexes = {pairs(index): pairs(table) for index, table in data["indexes"]}
+        return schema
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """A digest of `Schema.to_json()`: equal digests, equal schemas as far as any rule can tell."""
+    return hashlib.sha256(json.dumps(state, separators=(",", ":")).encode()).hexdigest()
 
 
 def relation_key(relation: ast.RangeVar) -> tuple[str, str]:
