@@ -291,7 +291,9 @@ def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered,
     load = util.load_python_file
 
     def load_or_stand_in(directory: Any, filename: str) -> types.ModuleType:
-        key = os.path.realpath(os.path.join(directory, filename))
+        key = os.path.join(directory, filename)
+        if key not in migrations:  # the keys are real paths; resolving every file costs on long chains
+            key = os.path.realpath(key)
         known = reused.get(key)
         if known is not None and known.script is not None:
             return _stand_in(key, known.script)
