@@ -258,20 +258,22 @@ class CheckCache:
 
     def store_snapshot(self, state: dict[str, Any]) -> str:
         """Keep a schema state (`Schema.to_json`) under its digest, which it returns."""
-        from nilemig.lint.schema import state_digest
+        from nilemig.lint.schema import state_digest, state_text
 
-        digest = state_digest(state)
+        text = state_text(state)
+        digest = state_digest(text)
         if not (self.folder / "snapshots" / f"{digest}.json").is_file():
-            self._write(f"snapshots/{digest}.json", digest, {"state": state})
+            self._write_text(f"snapshots/{digest}.json",
+                             f'{{"format":{FORMAT},"key":{json.dumps(digest)},"state":{text}}}')
         return digest
 
     def snapshot(self, digest: str) -> dict[str, Any] | None:
         """The schema state kept under `digest`, when it is one and really has that digest."""
-        from nilemig.lint.schema import Schema, state_digest
+        from nilemig.lint.schema import Schema, state_digest, state_text
 
         entry = self._read(f"snapshots/{digest}.json", digest)
         try:
-            if entry is not None and state_digest(Schema.from_json(entry["state"]).to_json()) == digest:
+            if entry is not None and state_digest(state_text(Schema.from_json(entry["state"]).to_json())) == digest:
                 return entry["state"]
         except (AttributeError, KeyError, TypeError, ValueError):
             pass
@@ -287,6 +289,10 @@ class CheckCache:
         return entry
 
     def _write(self, name: str, key: str, content: dict[str, Any]) -> None:
+        # dumps, not dump: dump encodes piece by piece in Python, several times slower on big entries
+        self._write_text(name, json.dumps({"format": FORMAT, "key": key, **content}, separators=(",", ":")))
+
+    def _write_text(self, name: str, text: str) -> None:
         """Atomically, and silently not at all where the folder cannot be written: the cache only saves time."""
         target = self.folder / name
         try:
@@ -298,8 +304,7 @@ class CheckCache:
             handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(handle, "w", encoding="utf-8") as out:
-                    # dumps, not dump: dump encodes piece by piece in Python, several times slower on big entries
-                    out.write(json.dumps({"format": FORMAT, "key": key, **content}, separators=(",", ":")))
+                    out.write(text)
                 os.replace(temporary, target)
             except BaseException:
                 os.unlink(temporary)

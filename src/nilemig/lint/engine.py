@@ -266,9 +266,9 @@ class _Walk:
         return outcomes
 
     def _digest(self, schema: Schema) -> str:
-        from nilemig.lint.schema import state_digest
+        from nilemig.lint.schema import state_digest, state_text
 
-        return state_digest(schema.to_json())
+        return state_digest(state_text(schema.to_json()))
 
     def _rebuild(self, virtual: _Virtual, position: int) -> Schema:
         """The schema before `position`: from the latest state kept within the reused stretch (or the one the

@@ -43,6 +43,8 @@ class Table:
     sequences: dict[str, str] = field(default_factory=dict)  # column -> how it draws on a sequence
     foreign_keys: list[ForeignKey] = field(default_factory=list)  # outgoing
     uniques: dict[str, tuple[str, ...]] = field(default_factory=dict)  # constraint or index name -> columns
+    # `to_json()` as of the last change: `apply` is the only code that changes a table, and it calls `changed()`
+    _json: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -63,6 +65,21 @@ class Table:
 
     def display(self) -> str:
         return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+    def changed(self) -> None:
+        self._json = None
+
+    def to_json(self) -> list[Any]:
+        """Everything the rules can see of the table. A foreign key's target keeps only its schema and name:
+        nothing reads the rest of that node."""
+        if self._json is None:
+            self._json = [self.schema, self.name, list(self.columns.items()), list(self.primary_key),
+                          None if self.created_at is None else [str(self.created_at.path), self.created_at.line],
+                          list(self.sequences.items()),
+                          [[fk.name, list(fk.columns), list(relation_key(fk.target)), list(fk.target_columns)]
+                           for fk in self.foreign_keys],
+                          [[name, list(columns)] for name, columns in self.uniques.items()]]
+        return self._json
 
 
 def _builtin_tables() -> list[Table]:
@@ -106,18 +123,9 @@ class Schema:
         return self.tables.get(relation_key(relation)) if relation is not None else None
 
     def to_json(self) -> dict[str, Any]:
-        """Everything the rules can see, in order (the order of `tables` decides the order of some messages).
-        A foreign key's target keeps only its schema and name: nothing reads the rest of that node."""
-        return {
-            "tables": [[t.schema, t.name, list(t.columns.items()), list(t.primary_key),
-                        None if t.created_at is None else [str(t.created_at.path), t.created_at.line],
-                        list(t.sequences.items()),
-                        [[fk.name, list(fk.columns), list(relation_key(fk.target)), list(fk.target_columns)]
-                         for fk in t.foreign_keys],
-                        [[name, list(columns)] for name, columns in t.uniques.items()]]
-                       for t in self.tables.values()],
-            "indexes": [[list(index), list(table)] for index, table in self.indexes.items()],
-        }
+        """Everything the rules can see, in order (the order of `tables` decides the order of some messages)."""
+        return {"tables": [t.to_json() for t in self.tables.values()],
+                "indexes": [[list(index), list(table)] for index, table in self.indexes.items()]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Schema:
@@ -145,9 +153,14 @@ class Schema:
         return schema
 
 
-def state_digest(state: dict[str, Any]) -> str:
-    """A digest of `Schema.to_json()`: equal digests, equal schemas as far as any rule can tell."""
-    return hashlib.sha256(json.dumps(state, separators=(",", ":")).encode()).hexdigest()
+def state_text(state: dict[str, Any]) -> str:
+    """`Schema.to_json()` as the text its digest is taken of."""
+    return json.dumps(state, separators=(",", ":"))
+
+
+def state_digest(text: str) -> str:
+    """A digest of `state_text`: equal digests, equal schemas as far as any rule can tell."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def relation_key(relation: ast.RangeVar) -> tuple[str, str]:
@@ -302,8 +315,10 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
         for schema_name, index in _object_keys(stmt):
             table = schema.tables.get(schema.indexes.pop((schema_name, index), ("", "")))
             if table is not None:
+                table.changed()
                 table.uniques.pop(index, None)
     elif isinstance(stmt, ast.IndexStmt) and stmt.unique and (table := schema.get(stmt.relation)) is not None:
+        table.changed()
         columns = names(stmt.indexParams)
         index = stmt.idxname or _default_name(table.name, columns, "idx")
         table.uniques[index] = columns
@@ -311,15 +326,18 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
     elif isinstance(stmt, ast.AlterTableStmt):
         table = schema.get(stmt.relation)
         if table is not None:
+            table.changed()
             _apply_alter(table, stmt)
     elif isinstance(stmt, ast.RenameStmt) and stmt.renameType == enums.ObjectType.OBJECT_TABLE:
         table = schema.tables.pop(relation_key(stmt.relation), None)
         if table is not None:
+            table.changed()
             table.name = stmt.newname
             schema.tables[table.key] = table
     elif isinstance(stmt, ast.RenameStmt) and stmt.renameType == enums.ObjectType.OBJECT_COLUMN:
         table = schema.get(stmt.relation)
         if table is not None and stmt.subname in table.columns:
+            table.changed()
             table.columns[stmt.newname] = table.columns.pop(stmt.subname)
             if stmt.subname in table.sequences:
                 table.sequences[stmt.newname] = table.sequences.pop(stmt.subname)
