@@ -201,3 +201,12 @@ def test_unchanged_migrations_are_not_imported_again(project_dir):
     assert rendered(imports) == ["t3"]
     assert "NILE008" in after
     assert run_cli("check", "--format", "json", "--no-cache").stdout == run_cli("check", "--format", "json").stdout
+
+
+def test_versions_read_from_the_packages_match_their_metadata():
+    from importlib import metadata
+
+    found = cache.versions()
+    for name in ("alembic", "sqlalchemy"):
+        assert found[name] == metadata.version(name)
+    assert found["nilemig"] == __import__("nilemig").__version__
