@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from nilemig.config import Project
     from nilemig.lint import squawk
     from nilemig.lint.cache import CheckCache
-    from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table
     from nilemig.lint.render import Rendered
+    from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table
 
 
 @dataclass(frozen=True)
