@@ -192,3 +192,38 @@ def test_a_corrupt_snapshot_is_not_trusted(chain):
     path = path_of(chain, 43)
     path.write_text(path.read_text().replace("SET name = 'x'", "SET name = 'y'"))
     same_as_cold(chain)
+
+
+def test_random_edits_round_after_round(chain):
+    """Seeded random edits of every kind, each round checked with the cache against a cold check."""
+    import random
+
+    rng = random.Random(16)
+    alive = list(range(COUNT))  # the chain, in order
+    same_as_cold(chain)
+    edits = ["body", "comment", "lines", "delete", "insert"] * 2
+    rng.shuffle(edits)
+    for round_, edit in enumerate(edits):
+        at = rng.randrange(1, len(alive) - 1)
+        n = alive[at]
+        path = path_of(chain, n)
+        if edit == "body":  # another migration's kind of work, on tables that may or may not exist then
+            write(chain, n, rev(alive[at - 1]), body(rng.randrange(4, COUNT)))
+        elif edit == "comment":
+            path.write_text(path.read_text() + f"# round {round_}\n")
+        elif edit == "lines":
+            path.write_text(path.read_text().replace('"""step', '"""\nstep', 1))
+        elif edit == "delete":
+            path.unlink()
+            alive.pop(at)
+            following = path_of(chain, alive[at])
+            following.write_text(following.read_text().replace(f"down_revision = {rev(n)!r}",
+                                                               f"down_revision = {rev(alive[at - 1])!r}"))
+        else:
+            new = COUNT + 100 + round_
+            write(chain, new, rev(n), body(rng.randrange(4, COUNT)).replace('"s', '"n'))
+            following = path_of(chain, alive[at + 1])
+            following.write_text(following.read_text().replace(f"down_revision = {rev(n)!r}",
+                                                               f"down_revision = {rev(new)!r}"))
+            alive.insert(at + 1, new)
+        same_as_cold(chain)

@@ -30,6 +30,7 @@ from nilemig.lint.render import SCRIPT_ATTRIBUTES, Emitted, Layout, MigrationRen
 if TYPE_CHECKING:
     from nilemig.config import Project
     from nilemig.lint.engine import Analysis, CheckResult, Finding
+    from nilemig.lint.schema import Schema
 
 FORMAT = 2  # bump when what an entry holds changes
 _PACKAGES = ("nilemig", "alembic", "sqlalchemy", "pglast")
@@ -267,17 +268,16 @@ class CheckCache:
                              f'{{"format":{FORMAT},"key":{json.dumps(digest)},"state":{text}}}')
         return digest
 
-    def snapshot(self, digest: str) -> dict[str, Any] | None:
+    def snapshot(self, digest: str) -> Schema | None:
         """The schema state kept under `digest`, when it is one and really has that digest."""
         from nilemig.lint.schema import Schema, state_digest, state_text
 
         entry = self._read(f"snapshots/{digest}.json", digest)
         try:
-            if entry is not None and state_digest(state_text(Schema.from_json(entry["state"]).to_json())) == digest:
-                return entry["state"]
+            schema = None if entry is None else Schema.from_json(entry["state"])
         except (AttributeError, KeyError, TypeError, ValueError):
-            pass
-        return None
+            return None
+        return schema if schema is not None and state_digest(state_text(schema.to_json())) == digest else None
 
     def _read(self, name: str, key: str) -> dict[str, Any] | None:
         try:

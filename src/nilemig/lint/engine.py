@@ -273,15 +273,13 @@ class _Walk:
     def _rebuild(self, virtual: _Virtual, position: int) -> Schema:
         """The schema before `position`: from the latest state kept within the reused stretch (or the one the
         stretch began with), then the migrations since replayed."""
-        from nilemig.lint.schema import Schema
-
         assert self.cache is not None
         start, schema = virtual.start, virtual.schema
         old_end = virtual.old_start + position - virtual.start
         for old in sorted((o for o in self.previous.snapshots if virtual.old_start < o <= old_end), reverse=True):
-            state = self.cache.snapshot(self.previous.snapshots[old])
-            if state is not None:
-                start, schema = virtual.start + old - virtual.old_start, Schema.from_json(state)
+            kept = self.cache.snapshot(self.previous.snapshots[old])
+            if kept is not None:
+                start, schema = virtual.start + old - virtual.old_start, kept
                 break
         for path in self.rendered.order[start:position]:
             self._analyse(path, schema)
