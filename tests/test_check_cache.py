@@ -171,3 +171,42 @@ def test_the_cache_ignores_itself_in_git(chain, project_dir):
     (project_dir / ".gitignore").unlink(missing_ok=True)  # a plain Alembic project has none of nilemig's
     check_output()
     assert (project_dir / ".nilemig" / "cache" / ".gitignore").read_text() == "*\n"
+
+
+IMPORTED = '''with open({imports!r}, "a") as imports:
+    imports.write("{name}\\n")
+{labels}
+
+def upgrade():
+    op.create_table("{name}", sa.Column("id", sa.Integer, primary_key=True))
+'''
+
+
+def test_unchanged_migrations_are_not_imported_again(project_dir):
+    """Alembic links an unchanged migration into the chain from what the cache kept of it (revision,
+    down_revision, branch_labels, depends_on), without importing its file."""
+    imports = project_dir / "imports.txt"
+    labels = ['branch_labels = ("base",)', "", 'depends_on = "0001"\nbranch_labels = "side"', ""]
+    example = NEXT.join(IMPORTED.format(imports=str(imports), name=f"t{n}", labels=label)
+                        for n, label in enumerate(labels))
+    paths = write_chain(project_dir, example)
+    first = check_output()
+    assert rendered(imports) == ["t0", "t1", "t2", "t3"]
+    assert check_output() == first  # the whole answer from the cache
+    paths[1].write_text(paths[1].read_text() + "# changed\n")
+    assert check_output() == first
+    assert rendered(imports) == ["t1"]
+    paths[3].write_text(paths[3].read_text() + '    op.execute("DROP TABLE t0 CASCADE")\n')
+    after = check_output()
+    assert rendered(imports) == ["t3"]
+    assert "NILE008" in after
+    assert run_cli("check", "--format", "json", "--no-cache").stdout == run_cli("check", "--format", "json").stdout
+
+
+def test_versions_read_from_the_packages_match_their_metadata():
+    from importlib import metadata
+
+    found = cache.versions()
+    for name in ("alembic", "sqlalchemy"):
+        assert found[name] == metadata.version(name)
+    assert found["nilemig"] == __import__("nilemig").__version__

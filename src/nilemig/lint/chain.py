@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Codes: NILE001, MIG005, SQUAWK:adding-required-field (squawk's rules, `nilemig check --squawk`).
 _IGNORE = re.compile(r"#\s*nilemig:\s*ignore\[([A-Za-z0-9:_,\s-]+)\]")
@@ -31,6 +33,30 @@ class MigrationFile:
     @property
     def is_merge(self) -> bool:
         return len(self.down_revisions) > 1
+
+    def to_json(self) -> dict[str, Any] | None:
+        """What `read_migration` found in the file's syntax, for check's cache; None for a file that does not
+        compile (read again each time: its SyntaxError is not kept)."""
+        if self.syntax_error is not None:
+            return None
+        return {"revision": self.revision, "down_revisions": list(self.down_revisions),
+                "downgrade_line": self.downgrade_line, "downgrade_is_empty": self.downgrade_is_empty,
+                "upgrade_is_empty": self.upgrade_is_empty, "upgrade_end": self.upgrade_end,
+                "file_ignores": sorted(self.file_ignores)}
+
+    @classmethod
+    def from_json(cls, path: Path, text: str, data: dict[str, Any]) -> MigrationFile:
+        """The file `to_json` described, whose text is `text`; raises KeyError, TypeError or ValueError on
+        anything else."""
+        def optional(value: Any, kind: type) -> Any:
+            if value is not None and type(value) is not kind:
+                raise TypeError(f"{value!r} is not a {kind.__name__}")
+            return value
+
+        return cls(path, optional(data["revision"], str), tuple(optional(d, str) for d in data["down_revisions"]),
+                   text.splitlines(), optional(data["downgrade_line"], int), bool(data["downgrade_is_empty"]),
+                   bool(data["upgrade_is_empty"]), optional(data["upgrade_end"], int),
+                   {str(code) for code in data["file_ignores"]}, key=str(path))
 
     def ignores(self, line: int) -> set[str]:
         """Codes ignored for a statement on `line`: inline, or for the whole file."""
@@ -112,9 +138,10 @@ def _set_revisions(migration: MigrationFile, values: dict[str, object]) -> None:
         migration.down_revisions = tuple(d for d in down if isinstance(d, str))
 
 
-def read_migration(path: Path) -> MigrationFile:
-    """One migration file; `path` is a real path (`render.migration_paths` gives them)."""
-    text = path.read_text(encoding="utf-8")
+def read_migration(path: Path, text: str | None = None) -> MigrationFile:
+    """One migration file; `path` is a real path (`render.migration_paths` gives them); `text` its content
+    when already read."""
+    text = path.read_text(encoding="utf-8") if text is None else text
     lines = text.splitlines()
     migration = MigrationFile(path, None, (), lines, key=str(path))
     try:
@@ -143,9 +170,9 @@ def read_migration(path: Path) -> MigrationFile:
     return migration
 
 
-def read_chain(versions: list[Path]) -> Chain:
-    """Every migration file, oldest first where the chain allows it."""
-    migrations = [read_migration(p) for p in sorted(versions)]
+def read_chain(versions: list[Path], read: Callable[[Path], MigrationFile] = read_migration) -> Chain:
+    """Every migration file, oldest first where the chain allows it; `read` reads one (check's cache has its own)."""
+    migrations = [read(p) for p in sorted(versions)]
     by_revision = {m.revision: m for m in migrations if m.revision}
     ordered: list[MigrationFile] = []
     placed: set[int] = set()

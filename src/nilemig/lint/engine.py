@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from nilemig.core import display_path, explain_errors
 from nilemig.errors import NilemigError
-from nilemig.lint.chain import Chain, MigrationFile, RenderFailure, read_chain
+from nilemig.lint.chain import MigrationFile, RenderFailure, read_chain, read_migration
 from nilemig.lint.registry import ERROR, RULES, Kind
 
 # The rules (and SQLAlchemy, which they load through nilemig.nile) are imported where they run: a check that
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from nilemig.config import Project
     from nilemig.lint import squawk
     from nilemig.lint.cache import CheckCache
-    from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table
     from nilemig.lint.render import Rendered
+    from nilemig.lint.schema import BecameTenantAware, Location, Schema, Table
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,15 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
 
 def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], with_squawk: bool | None,
                cache: CheckCache | None) -> tuple[CheckResult, bool]:
-    """Every finding in `paths`, in chain order, rendering only what `cache` does not hold; and whether
-    squawk ran."""
+    """Every finding in `paths`, in chain order, rendering and analysing only what `cache` does not hold; and
+    whether squawk ran."""
     from nilemig.lint import squawk
     from nilemig.lint.render import render
 
     report = _Reporter(configured_ignores(project, settings))
     with_squawk = squawk.enabled(settings, with_squawk, display_path(project.root / "pyproject.toml"))
     with explain_errors(project):
-        chain = read_chain(paths)
+        chain = read_chain(paths, cache.migration_file if cache else read_migration)
     by_key = {m.key: m for m in chain.migrations}
     linter = squawk.Squawk() if with_squawk else None
     printed: list[tuple[Path, str]] = []
@@ -141,12 +142,30 @@ def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], wi
     if loadable and paths:
         reused = cache.renders() if cache else {}
         rendered = render(project, chain.migrations, known=reused)
-        if cache:
-            cache.store_renders({key: rendered.of(key) for key in rendered.order if key not in reused})
         printed = list(rendered.printed.items())
-        _check_statements(rendered, by_key, chain, report, linter)
+        # squawk is handed every statement as it is walked: with it, nothing is reused or kept.
+        keep = cache is not None and linter is None
+        analysis_key = cache.analysis_key(settings) if cache is not None else ""
+        walk = _Walk(rendered, by_key, report.ignored, linter, cache if keep else None,
+                     cache.analysis(analysis_key) if keep else None)
+        for key, outcome in zip(rendered.order, walk.run()):
+            migration = by_key[key]
+            report.findings.update(((f.code, f.path, f.line, f.message), f) for f in outcome.findings)
+            chain.sql_errors += [(migration.path, line, why) for line, why in outcome.sql_errors]
+            stop = rendered.stops.get(key)
+            migration.changes = set(outcome.changes) if stop is None else None
+            if stop is not None:
+                chain.render_failures.append(RenderFailure(migration.path, stop.line, stop.offline_only,
+                                                           stop.reason, len(rendered.statements[key]),
+                                                           migration.upgrade_end))
+        if cache is not None:
+            cache.store_migrations(chain.migrations, {key: rendered.of(key) for key in rendered.order})
+            if keep:
+                cache.store_analysis(analysis_key, walk.analysis)
         for found in linter.findings(project.root) if linter else ():
             report(found.code, found.message, found.migration, found.line, found.lines, found.severity)
+    elif cache is not None:
+        cache.store_migrations(chain.migrations, {})
 
     for rule in sorted(RULES.values(), key=lambda r: r.code):
         if rule.kind is Kind.CHAIN:
@@ -157,6 +176,159 @@ def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], wi
     order = {m.path: i for i, m in enumerate(chain.migrations)}
     findings.sort(key=lambda f: (order.get(f.path, 0), f.line, f.code))
     return CheckResult(findings, len(chain.migrations), printed), with_squawk
+
+
+@dataclass
+class Outcome:
+    """What analysing one migration's statements found: check's cache keeps it per migration."""
+
+    findings: list[Finding]
+    sql_errors: list[tuple[int, str]]  # (line, parser message)
+    changes: list[str]  # "schema", "data": what its statements did
+
+
+@dataclass
+class Analysis:
+    """The statement rules' outcome for a whole chain, in the order the migrations ran, with the schema state
+    before some of them (by digest; the states themselves are kept apart, `CheckCache.snapshot`)."""
+
+    order: list[str]  # the migrations' cache keys (`CheckCache.keys`): a changed file has another
+    outcomes: list[Outcome]
+    snapshots: dict[int, str]  # position in `order` -> digest of the schema before that migration
+
+
+def snapshot_interval(migrations: int) -> int:
+    """How many migrations apart the kept schema states are. Starting at a changed migration replays at most
+    this many; keeping them costs migrations / interval states: the square root balances the two."""
+    return max(16, math.isqrt(migrations))
+
+
+@dataclass
+class _Virtual:
+    """While the walk reuses outcomes: the schema before new position `start` equals the one before old position
+    `old_start` of the previous analysis; `schema` is that state, as the walk had it then (not changed since)."""
+
+    start: int
+    old_start: int
+    schema: Schema
+
+
+class _Walk:
+    """The statement rules over every rendered statement, following the schema migration by migration.
+
+    With a `previous` analysis, "early cutoff": the outcome of a migration is reused when its file (key) is the
+    one analysed before and the schema before it is the one it was analysed on. That holds from the start of the
+    chain up to the first changed migration; there the schema is rebuilt from the nearest kept state (replaying
+    at most `snapshot_interval` migrations), the changed migrations are analysed, and analysis goes on until a
+    kept state of the previous analysis is met again with an equal digest. A cold analysis is the same walk
+    without anything to reuse, so both give the same findings."""
+
+    def __init__(self, rendered: Rendered, by_key: dict[str, MigrationFile], ignored: set[str],
+                 linter: squawk.Squawk | None, cache: CheckCache | None, previous: Analysis | None):
+        from nilemig.lint import rules  # noqa: F401 - registers the rules
+
+        self.rendered = rendered
+        self.by_key = by_key
+        self.ignored = ignored
+        self.linter = linter
+        self.cache = cache
+        self.previous = previous or Analysis([], [], {})
+        keys = cache.keys_by_path() if cache is not None else {}
+        self.analysis = Analysis([keys.get(path, path) for path in rendered.order], [], {})
+        self.statement_rules = [r for r in sorted(RULES.values(), key=lambda r: r.code) if r.kind is Kind.STATEMENT]
+
+    def run(self) -> list[Outcome]:
+        from nilemig.lint.schema import Schema
+
+        previous, outcomes, snapshots = self.previous, self.analysis.outcomes, self.analysis.snapshots
+        old_position = {key: i for i, key in enumerate(previous.order)}
+        every = snapshot_interval(len(self.analysis.order))
+        schema = Schema.with_nile_builtins()
+        virtual = _Virtual(0, 0, schema) if previous.order else None
+        last_kept = 0
+        for position, (path, key) in enumerate(zip(self.rendered.order, self.analysis.order)):
+            if virtual is None and self.cache is not None:
+                old = old_position.get(key)
+                if old is not None and old in previous.snapshots and self._digest(schema) == previous.snapshots[old]:
+                    virtual = _Virtual(position, old, schema)
+            if virtual is not None:
+                old = virtual.old_start + position - virtual.start
+                if old < len(previous.order) and previous.order[old] == key:
+                    outcomes.append(previous.outcomes[old])
+                    if old in previous.snapshots:
+                        snapshots[position], last_kept = previous.snapshots[old], position
+                    continue
+                schema = self._rebuild(virtual, position)
+                virtual = None
+            if self.cache is not None and position - last_kept >= every:
+                snapshots[position], last_kept = self.cache.store_snapshot(schema.to_json()), position
+            outcomes.append(self._analyse(path, schema))
+        return outcomes
+
+    def _digest(self, schema: Schema) -> str:
+        from nilemig.lint.schema import state_digest, state_text
+
+        return state_digest(state_text(schema.to_json()))
+
+    def _rebuild(self, virtual: _Virtual, position: int) -> Schema:
+        """The schema before `position`: from the latest state kept within the reused stretch (or the one the
+        stretch began with), then the migrations since replayed."""
+        assert self.cache is not None
+        start, schema = virtual.start, virtual.schema
+        old_end = virtual.old_start + position - virtual.start
+        for old in sorted((o for o in self.previous.snapshots if virtual.old_start < o <= old_end), reverse=True):
+            kept = self.cache.snapshot(self.previous.snapshots[old])
+            if kept is not None:
+                start, schema = virtual.start + old - virtual.old_start, kept
+                break
+        for path in self.rendered.order[start:position]:
+            self._analyse(path, schema)
+        return schema
+
+    def _analyse(self, path: str, schema: Schema) -> Outcome:
+        """One migration's statements: the rules' findings, with `schema` updated as its statements change it."""
+        from nilemig.lint import rules
+        from nilemig.lint.schema import Location, apply
+        from nilemig.tenants import template_sql
+
+        migration = self.by_key[path]
+        report = _Reporter(self.ignored)
+        sql_errors: list[tuple[int, str]] = []
+
+        def run_rules(statement: rules.Statement, lines: frozenset[int]) -> None:
+            for rule in self.statement_rules:
+                for message in rule.check(statement):
+                    report(rule.code, message, migration, statement.location.line, lines)
+
+        transitions: dict[tuple[str, str], _Transition] = {}
+        changes: set[str] = set()
+        for emitted in self.rendered.statements[path]:
+            location = Location(migration.path, emitted.line)
+            # A for_each_tenant step renders as a commented template: its SQL is checked as a step's,
+            # which changes rows once per tenant, never the schema.
+            step_sql = template_sql(emitted.sql)
+            for node in _parse(emitted.sql if step_sql is None else step_sql, location, sql_errors):
+                changes.add("data" if type(node).__name__ in _DATA else "schema")
+                statement = rules.Statement(node, schema, location, emitted.existing_types,
+                                            in_step=step_sql is not None)
+                run_rules(statement, emitted.lines)
+                if self.linter:
+                    self.linter.add(migration, emitted, statement)
+                if step_sql is not None:
+                    continue
+                target = statement.target_table()
+                was_tenant_aware = target is not None and target.tenant_aware
+                apply(schema, node, location)
+                if target is not None and not was_tenant_aware and target.tenant_aware \
+                        and target.key not in transitions:
+                    transitions[target.key] = _Transition(
+                        target, location, emitted.lines, target.primary_key, dict(target.sequences),
+                        list(target.foreign_keys), schema.referencing(target), dict(target.uniques))
+        for transition in transitions.values():
+            standing = transition.still_standing(schema)
+            if standing is not None:
+                run_rules(rules.Statement(standing, schema, transition.location), transition.lines)
+        return Outcome(list(report.findings.values()), sql_errors, sorted(changes))
 
 
 @dataclass
@@ -192,59 +364,7 @@ class _Transition:
 _DATA = ("InsertStmt", "UpdateStmt", "DeleteStmt", "SelectStmt")
 
 
-def _check_statements(rendered: Rendered, by_key: dict[str, MigrationFile], chain: Chain, report: _Reporter,
-                      linter: squawk.Squawk | None):
-    """Statement rules over every rendered statement, following the schema migration by migration."""
-    from nilemig.lint import rules
-    from nilemig.lint.schema import Location, Schema, apply
-    from nilemig.tenants import template_sql
-
-    statement_rules = [r for r in sorted(RULES.values(), key=lambda r: r.code) if r.kind is Kind.STATEMENT]
-    schema = Schema.with_nile_builtins()
-
-    def run_rules(statement: rules.Statement, migration: MigrationFile, lines: frozenset[int]) -> None:
-        for rule in statement_rules:
-            for message in rule.check(statement):
-                report(rule.code, message, migration, statement.location.line, lines)
-
-    for key in rendered.order:
-        migration = by_key[key]
-        transitions: dict[tuple[str, str], _Transition] = {}
-        changes: set[str] = set()
-        for emitted in rendered.statements[key]:
-            location = Location(migration.path, emitted.line)
-            # A for_each_tenant step renders as a commented template: its SQL is checked as a step's,
-            # which changes rows once per tenant, never the schema.
-            step_sql = template_sql(emitted.sql)
-            for node in _parse(emitted.sql if step_sql is None else step_sql, migration.path, location, chain):
-                changes.add("data" if type(node).__name__ in _DATA else "schema")
-                statement = rules.Statement(node, schema, location, emitted.existing_types,
-                                            in_step=step_sql is not None)
-                run_rules(statement, migration, emitted.lines)
-                if linter:
-                    linter.add(migration, emitted, statement)
-                if step_sql is not None:
-                    continue
-                target = statement.target_table()
-                was_tenant_aware = target is not None and target.tenant_aware
-                apply(schema, node, location)
-                if target is not None and not was_tenant_aware and target.tenant_aware \
-                        and target.key not in transitions:
-                    transitions[target.key] = _Transition(
-                        target, location, emitted.lines, target.primary_key, dict(target.sequences),
-                        list(target.foreign_keys), schema.referencing(target), dict(target.uniques))
-        for transition in transitions.values():
-            standing = transition.still_standing(schema)
-            if standing is not None:
-                run_rules(rules.Statement(standing, schema, transition.location), migration, transition.lines)
-        stop = rendered.stops.get(key)
-        migration.changes = changes if stop is None else None
-        if stop is not None:
-            chain.render_failures.append(RenderFailure(migration.path, stop.line, stop.offline_only, stop.reason,
-                                                       len(rendered.statements[key]), migration.upgrade_end))
-
-
-def _parse(sql: str, path: Path, location: Location, chain: Chain) -> list[Any]:
+def _parse(sql: str, location: Location, sql_errors: list[tuple[int, str]]) -> list[Any]:
     """The statements in `sql`, and those inside its PL/pgSQL `DO` blocks; what does not parse is noted."""
     import pglast
     from pglast import ast
@@ -252,18 +372,18 @@ def _parse(sql: str, path: Path, location: Location, chain: Chain) -> list[Any]:
     try:
         parsed = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
-        chain.sql_errors.append((path, location.line, str(exc)))
+        sql_errors.append((location.line, str(exc)))
         return []
     nodes = []
     for raw in parsed:
         nodes.append(raw.stmt)
         if isinstance(raw.stmt, ast.DoStmt):
-            for inner in _do_block_statements(raw.stmt, path, location, chain):
-                nodes += _parse(inner, path, location, chain)
+            for inner in _do_block_statements(raw.stmt, location, sql_errors):
+                nodes += _parse(inner, location, sql_errors)
     return nodes
 
 
-def _do_block_statements(stmt: Any, path: Path, location: Location, chain: Chain) -> list[str]:
+def _do_block_statements(stmt: Any, location: Location, sql_errors: list[tuple[int, str]]) -> list[str]:
     """The SQL statements a PL/pgSQL DO block runs, including `EXECUTE 'constant string'`."""
     import pglast
 
@@ -275,7 +395,7 @@ def _do_block_statements(stmt: Any, path: Path, location: Location, chain: Chain
     try:
         tree = pglast.parse_plpgsql(f"DO {tag}{body}{tag}")
     except pglast.parser.ParseError as exc:
-        chain.sql_errors.append((path, location.line, f"in a DO block: {exc}"))
+        sql_errors.append((location.line, f"in a DO block: {exc}"))
         return []
     found: list[str] = []
 

@@ -60,6 +60,26 @@ class MigrationRender:
     statements: list[Emitted]
     stop: Stop | None
     printed: str  # what its code printed, as it was imported and as it ran
+    # What Alembic read from the module (`SCRIPT_ATTRIBUTES`): enough to stand in for it in the chain, so that a
+    # migration whose render is reused is not imported again. None: it must be imported.
+    script: dict[str, Any] | None = None
+
+
+# The module attributes Alembic builds its revision map from (alembic.script.base.Script).
+SCRIPT_ATTRIBUTES = ("revision", "down_revision", "branch_labels", "depends_on", "__doc__")
+
+
+def script_attributes(module: types.ModuleType) -> dict[str, Any] | None:
+    """`SCRIPT_ATTRIBUTES` of an imported migration, when each is a string, None or a list of strings."""
+    found: dict[str, Any] = {}
+    for name in SCRIPT_ATTRIBUTES:
+        value = getattr(module, name, None)
+        if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+            value = list(value)
+        elif value is not None and not isinstance(value, str):
+            return None
+        found[name] = value
+    return found if isinstance(found["revision"], str) else None
 
 
 @dataclass
@@ -68,14 +88,17 @@ class Rendered:
     statements: dict[str, list[Emitted]] = field(default_factory=dict)
     stops: dict[str, Stop] = field(default_factory=dict)
     printed: dict[Path, str] = field(default_factory=dict)  # file -> what its code printed, in order
-    text: list[str] = field(default_factory=list)  # the whole script, as `alembic upgrade --sql` prints it
+    # The whole script, as `alembic upgrade --sql` prints it (without the migrations whose render was reused)
+    text: list[str] = field(default_factory=list)
+    scripts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> `script_attributes` of its module
 
     def note_printed(self, path: str, text: str) -> None:
         if text.strip():
             self.printed[Path(path)] = self.printed.get(Path(path), "") + text
 
     def of(self, key: str) -> MigrationRender:
-        return MigrationRender(self.statements[key], self.stops.get(key), self.printed.get(Path(key), ""))
+        return MigrationRender(self.statements[key], self.stops.get(key), self.printed.get(Path(key), ""),
+                               self.scripts.get(key))
 
 
 class _OfflineResult:
@@ -112,6 +135,9 @@ class _Recorder:
         self.filename: str | None = None  # co_filename of the migration running now
         self.statements: list[Emitted] = []
         self.existing_types: dict[str, str] = {}
+        # True after a reused render, until the next migration runs: Alembic's version-table statement for that
+        # step is not compiled (it costs more than everything else about a reused step) nor written.
+        self.reusing = False
 
     def write(self, text: str) -> None:
         self.rendered.text.append(text)
@@ -164,6 +190,13 @@ def _prepare_offline(context: Any, recorder: _Recorder) -> None:
         return _OfflineResult(statement)
 
     context.connection = context.impl.connection = MockConnection(dialect, execute)
+
+    exec_ = context.impl._exec
+
+    def exec_unless_reusing(construct: Any, *args: Any, **kw: Any) -> Any:
+        return None if recorder.reusing else exec_(construct, *args, **kw)
+
+    context.impl._exec = exec_unless_reusing
 
     alter_column = context.impl.alter_column
 
@@ -232,27 +265,53 @@ def _broken_module(migration: MigrationFile, error: BaseException) -> types.Modu
     return module
 
 
+def _stand_in(path: str, script: dict[str, Any]) -> types.ModuleType:
+    """Stands in for a migration whose render is reused: Alembic links it into the chain, nothing runs it."""
+    module = types.ModuleType(Path(path).stem, script["__doc__"])
+    module.__file__ = path
+    for name in SCRIPT_ATTRIBUTES[:-1]:
+        value = script[name]
+        setattr(module, name, tuple(value) if isinstance(value, list) else value)
+
+    def not_run() -> None:
+        raise AssertionError(f"{path}: a stand-in for a reused render was run")
+
+    module.upgrade = module.downgrade = not_run
+    return module
+
+
 @contextmanager
-def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered) -> Iterator[None]:
-    """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest.
-    What a file prints as it is imported is noted under its name."""
+def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered,
+                      reused: dict[str, MigrationRender]) -> Iterator[None]:
+    """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest,
+    and one whose render is reused is not imported at all (`_stand_in`). What a file prints as it is imported
+    is noted under its name."""
     from alembic import util
 
     load = util.load_python_file
 
     def load_or_stand_in(directory: Any, filename: str) -> types.ModuleType:
+        key = os.path.join(directory, filename)
+        if key not in migrations:  # the keys are real paths; resolving every file costs on long chains
+            key = os.path.realpath(key)
+        known = reused.get(key)
+        if known is not None and known.script is not None:
+            return _stand_in(key, known.script)
         output = io.StringIO()
         try:
             with redirect_stdout(output), redirect_stderr(output):
-                return load(directory, filename)
+                module = load(directory, filename)
         except Exception as exc:
-            migration = migrations.get(os.path.realpath(os.path.join(directory, filename)))
+            migration = migrations.get(key)
             if migration is None or migration.revision is None:
                 raise
             return _broken_module(migration, exc)
         finally:
             if output.getvalue().strip():
-                rendered.note_printed(os.path.realpath(os.path.join(directory, filename)), output.getvalue())
+                rendered.note_printed(key, output.getvalue())
+        if key in migrations and (script := script_attributes(module)) is not None:
+            rendered.scripts[key] = script
+        return module
 
     util.load_python_file = load_or_stand_in
     try:
@@ -289,7 +348,8 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
 
         @functools.wraps(original)
         def guarded(*args: Any, **kwargs: Any) -> None:
-            if key in reused:
+            recorder.reusing = key in reused
+            if recorder.reusing:
                 reuse(key, reused[key])
                 return
             recorder.filename, recorder.statements = filename, []
@@ -310,6 +370,8 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
         def reuse(key: str, known: MigrationRender) -> None:
             rendered.order.append(key)
             rendered.statements[key] = known.statements
+            if known.script is not None:
+                rendered.scripts[key] = known.script
             if known.stop is not None:
                 rendered.stops[key] = known.stop
             # It was imported again with the rest of the chain: what that printed is in `known` already.
@@ -329,7 +391,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     env_printed = io.StringIO()
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
-        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered), \
+        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered, reused), \
                 EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
                                    destination_rev=target):
             script.run_env()
@@ -347,11 +409,24 @@ class Layout:
 
     def paths(self) -> list[Path]:
         """Every migration file in the folders, as real paths."""
-        pattern = "**/*.py" if self.recursive else "*.py"
         # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
         # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
-        return sorted({p.resolve() if p.is_symlink() else p for folder in self.folders
-                       for p in folder.resolve().glob(pattern) if not p.name.startswith(("__init__", ".#"))})
+        found: set[str] = set()
+
+        def scan(folder: str) -> None:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                return
+            for entry in entries:
+                if entry.name.endswith(".py") and not entry.name.startswith(("__init__", ".#")) and entry.is_file():
+                    found.add(os.path.realpath(entry.path) if entry.is_symlink() else entry.path)
+                elif self.recursive and entry.is_dir(follow_symlinks=False):  # as Alembic's os.walk
+                    scan(entry.path)
+
+        for folder in self.folders:
+            scan(os.path.realpath(folder))
+        return sorted(Path(p) for p in found)
 
 
 def migration_layout(project: Project) -> Layout:

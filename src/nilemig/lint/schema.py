@@ -6,7 +6,10 @@ and where each table was created. It starts with Nile's built-in tables.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pglast import ast, enums
@@ -40,6 +43,8 @@ class Table:
     sequences: dict[str, str] = field(default_factory=dict)  # column -> how it draws on a sequence
     foreign_keys: list[ForeignKey] = field(default_factory=list)  # outgoing
     uniques: dict[str, tuple[str, ...]] = field(default_factory=dict)  # constraint or index name -> columns
+    # `to_json()` as of the last change: `apply` is the only code that changes a table, and it calls `changed()`
+    _json: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -60,6 +65,21 @@ class Table:
 
     def display(self) -> str:
         return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+    def changed(self) -> None:
+        self._json = None
+
+    def to_json(self) -> list[Any]:
+        """Everything the rules can see of the table. A foreign key's target keeps only its schema and name:
+        nothing reads the rest of that node."""
+        if self._json is None:
+            self._json = [self.schema, self.name, list(self.columns.items()), list(self.primary_key),
+                          None if self.created_at is None else [str(self.created_at.path), self.created_at.line],
+                          list(self.sequences.items()),
+                          [[fk.name, list(fk.columns), list(relation_key(fk.target)), list(fk.target_columns)]
+                           for fk in self.foreign_keys],
+                          [[name, list(columns)] for name, columns in self.uniques.items()]]
+        return self._json
 
 
 def _builtin_tables() -> list[Table]:
@@ -101,6 +121,46 @@ class Schema:
 
     def get(self, relation: ast.RangeVar | None) -> Table | None:
         return self.tables.get(relation_key(relation)) if relation is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything the rules can see, in order (the order of `tables` decides the order of some messages)."""
+        return {"tables": [t.to_json() for t in self.tables.values()],
+                "indexes": [[list(index), list(table)] for index, table in self.indexes.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Schema:
+        """The schema `to_json` described; raises KeyError, TypeError or ValueError on anything else."""
+        def pairs(items: Any) -> tuple[str, str]:
+            first, second = items
+            return str(first), str(second)
+
+        def strings(items: Any) -> tuple[str, ...]:
+            return tuple(str(item) for item in items)
+
+        schema = cls()
+        for schema_name, name, columns, primary_key, created_at, sequences, fks, uniques in data["tables"]:
+            table = Table(str(schema_name), str(name), dict(pairs(c) for c in columns), strings(primary_key),
+                          None if created_at is None else Location(Path(created_at[0]), int(created_at[1])),
+                          dict(pairs(s) for s in sequences))
+            for fk_name, fk_columns, (target_schema, target_name), target_columns in fks:
+                target = ast.RangeVar(schemaname=str(target_schema), relname=str(target_name), inh=True,
+                                      relpersistence="p")
+                table.foreign_keys.append(ForeignKey(str(fk_name), strings(fk_columns), target,
+                                                     strings(target_columns)))
+            table.uniques = {str(unique): strings(unique_columns) for unique, unique_columns in uniques}
+            schema.tables[table.key] = table
+        schema.indexes = {pairs(index): pairs(table) for index, table in data["indexes"]}
+        return schema
+
+
+def state_text(state: dict[str, Any]) -> str:
+    """`Schema.to_json()` as the text its digest is taken of."""
+    return json.dumps(state, separators=(",", ":"))
+
+
+def state_digest(text: str) -> str:
+    """A digest of `state_text`: equal digests, equal schemas as far as any rule can tell."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def relation_key(relation: ast.RangeVar) -> tuple[str, str]:
@@ -255,8 +315,10 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
         for schema_name, index in _object_keys(stmt):
             table = schema.tables.get(schema.indexes.pop((schema_name, index), ("", "")))
             if table is not None:
+                table.changed()
                 table.uniques.pop(index, None)
     elif isinstance(stmt, ast.IndexStmt) and stmt.unique and (table := schema.get(stmt.relation)) is not None:
+        table.changed()
         columns = names(stmt.indexParams)
         index = stmt.idxname or _default_name(table.name, columns, "idx")
         table.uniques[index] = columns
@@ -264,15 +326,18 @@ def apply(schema: Schema, stmt: Any, location: Location) -> None:
     elif isinstance(stmt, ast.AlterTableStmt):
         table = schema.get(stmt.relation)
         if table is not None:
+            table.changed()
             _apply_alter(table, stmt)
     elif isinstance(stmt, ast.RenameStmt) and stmt.renameType == enums.ObjectType.OBJECT_TABLE:
         table = schema.tables.pop(relation_key(stmt.relation), None)
         if table is not None:
+            table.changed()
             table.name = stmt.newname
             schema.tables[table.key] = table
     elif isinstance(stmt, ast.RenameStmt) and stmt.renameType == enums.ObjectType.OBJECT_COLUMN:
         table = schema.get(stmt.relation)
         if table is not None and stmt.subname in table.columns:
+            table.changed()
             table.columns[stmt.newname] = table.columns.pop(stmt.subname)
             if stmt.subname in table.sequences:
                 table.sequences[stmt.newname] = table.sequences.pop(stmt.subname)
