@@ -39,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import medians
+from timing import compiled_like_an_install, medians
 
 BIN = Path(sys.executable).parent
 SHARED = '''def upgrade():
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--migrations", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    compiled_like_an_install()
     work = Path(tempfile.mkdtemp(prefix="nilemig-bench-check-"))
     try:
         project = work / "project"
