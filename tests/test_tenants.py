@@ -291,6 +291,14 @@ def test_exactly_once_under_kill_9(project, pg_server):
                 runner.send_signal(signal.SIGKILL)
                 runner.wait(timeout=60)
                 with psycopg.connect(libpq(url)) as conn:
+                    # A COMMIT the runner sent just before the kill may still be landing on the server: wait
+                    # for the runner's sessions to end, or the two counts below could see different moments.
+                    deadline = time.monotonic() + 30
+                    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()").fetchone()[0] and time.monotonic() < deadline:
+                        conn.rollback()
+                        time.sleep(0.01)
+                    conn.rollback()
                     # Each tenant's work is all there or not at all, and exactly when its progress row is.
                     assert conn.execute("SELECT count(*) FROM todos WHERE n NOT IN (0, 1)").fetchone()[0] == 0
                     mixed = conn.execute("SELECT count(*) FROM (SELECT tenant_id FROM todos GROUP BY tenant_id "
