@@ -4,6 +4,10 @@ blindly. Each migration here notes in a file every time its upgrade() runs, so t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,6 +199,9 @@ def test_unchanged_migrations_are_not_imported_again(project_dir):
     assert check_output() == first  # the whole answer from the cache
     paths[1].write_text(paths[1].read_text() + "# changed\n")
     assert check_output() == first
+    assert rendered(imports) == []  # only a comment changed: its code is the one rendered before
+    paths[1].write_text(paths[1].read_text() + '    op.execute("SELECT 1")\n')
+    assert check_output() == first
     assert rendered(imports) == ["t1"]
     paths[3].write_text(paths[3].read_text() + '    op.execute("DROP TABLE t0 CASCADE")\n')
     after = check_output()
@@ -210,3 +217,73 @@ def test_versions_read_from_the_packages_match_their_metadata():
     for name in ("alembic", "sqlalchemy"):
         assert found[name] == metadata.version(name)
     assert found["nilemig"] == __import__("nilemig").__version__
+
+
+def test_a_touched_file_keeps_the_cache_valid(chain, monkeypatch):
+    """Each file's stat signature is kept with its digest: a new mtime with the same content reads the file
+    again and finds it unchanged."""
+    runs, paths = chain
+    first = check_output()
+
+    def no_alembic(*args, **kwargs):
+        raise AssertionError("rendered although no content changed")
+
+    monkeypatch.setattr(render, "render", no_alembic)
+    for path in paths:
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 5_000_000_000))
+    assert check_output() == first
+    assert rendered(runs) == ["first", "second"]  # the first check alone
+
+
+def test_an_edit_keeping_size_and_mtime_is_seen(chain, project_dir, monkeypatch):
+    """A write changes the file's ctime even when it keeps the size and the mtime."""
+    runs, [first, second] = chain
+    monkeypatch.setattr(cache, "_RACY_NS", 0)  # signatures of files written just now are recorded too
+    old = time.time_ns() - 60_000_000_000
+    for path in (first, second):
+        os.utime(path, ns=(old, old))
+    before = check_output()
+    signatures = json.loads((project_dir / ".nilemig" / "cache" / "files.json").read_text())["files"]
+    assert str(second.resolve()) in signatures
+    text = second.read_text()
+    edited = text.replace('op.create_table("second", ', 'op.create_table("first",  ')
+    assert len(edited) == len(text) and edited != text
+    second.write_text(edited)
+    os.utime(second, ns=(old, old))
+    after = check_output()
+    assert after != before
+    assert run_cli("check", "--format", "json", "--no-cache").stdout == run_cli("check", "--format", "json").stdout
+
+
+def test_an_ignore_comment_added_after_a_finding_renders_and_analyses_nothing(chain, monkeypatch):
+    """The most common edit after a check: the findings kept before ignore comments, keyed by the files' code
+    without comments, are filtered by the comments as they are now."""
+    from nilemig.lint import engine
+
+    runs, [_, second] = chain
+    second.write_text(second.read_text() + '    op.execute("DROP TABLE first CASCADE")\n')
+    assert "NILE008" in check_output()
+    rendered(runs)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("rendered or analysed although only a comment changed")
+
+    monkeypatch.setattr(render, "render", not_again)
+    monkeypatch.setattr(engine, "_check_all", not_again)
+    second.write_text(second.read_text().replace('CASCADE")\n', 'CASCADE")  # nilemig: ignore[NILE008]\n'))
+    assert "NILE008" not in check_output()
+    second.write_text(second.read_text().replace("  # nilemig: ignore[NILE008]", ""))
+    assert "NILE008" in check_output()
+    monkeypatch.undo()
+    assert rendered(runs) == []
+    assert run_cli("check", "--format", "json", "--no-cache").stdout == run_cli("check", "--format", "json").stdout
+
+
+def test_a_comment_only_edit_imports_neither_alembic_nor_sqlalchemy(chain, project_dir):
+    _, [_, second] = chain
+    check_output()
+    second.write_text(second.read_text() + "# nilemig: ignore[NILE008]\n")
+    code = ("import sys\nfrom nilemig.config import Project\nfrom nilemig.lint.engine import check\n"
+            "from pathlib import Path\ncheck(Project(Path.cwd()))\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=project_dir, capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

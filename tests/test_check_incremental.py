@@ -227,3 +227,19 @@ def test_random_edits_round_after_round(chain):
                                                                f"down_revision = {rev(new)!r}"))
             alive.insert(at + 1, new)
         same_as_cold(chain)
+
+
+def test_ignore_comments_added_and_removed(chain, analysed):
+    """Findings are kept before ignore comments: a comment-only edit analyses nothing and still equals cold."""
+    before = same_as_cold(chain)
+    analysed.clear()
+    path = path_of(chain, 60)  # the table of step 4 created again
+    code = next(code for code, _, _, found, _ in before if found == path)
+    path.write_text(path.read_text().replace("primary_key=True))", f"primary_key=True))  # nilemig: ignore[{code}]"))
+    incremental = snapshot(check(Project(chain)))
+    assert analysed == []
+    after = same_as_cold(chain)
+    assert incremental == after and len(after) < len(before)
+    path.write_text(f"# nilemig: ignore[{code}]\n" + path.read_text().replace(f"  # nilemig: ignore[{code}]", ""))
+    after = same_as_cold(chain)  # a line added: rendered and analysed again, the file's ignore still holds
+    assert all(found != path or c != code for c, _, _, found, _ in after)

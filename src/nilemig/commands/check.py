@@ -8,20 +8,29 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nilemig.config import Project
+    from nilemig.lint.cache import CheckCache
     from nilemig.lint.engine import CheckResult, Finding
     from nilemig.lint.registry import Rule
+
+
+# The command line asks `foreign_env_py` and then `run_check` about the same Project: the cache the first opens
+# serves the second (the packages' versions read and alembic.ini hashed once per check). Handed over once.
+_opened: list[tuple[Project, CheckCache]] = []
 
 
 def run_check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None,
               use_cache: bool = True) -> CheckResult:
     from nilemig.lint.engine import check
 
-    return check(project, only, with_squawk, use_cache)
+    opened = [cache for known, cache in _opened if known is project]
+    _opened.clear()
+    return check(project, only, with_squawk, use_cache, opened[0] if opened and use_cache else None)
 
 
 def foreign_env_py(project: Project, use_cache: bool = True) -> Path | None:
     """`core.foreign_env_py`; with `use_cache`, from check's cache while alembic.ini and env.py are unchanged,
     so that a check where nothing changed does not load Alembic at all."""
+    _opened.clear()
     if not use_cache:
         from nilemig.core import foreign_env_py as read
 
@@ -30,6 +39,7 @@ def foreign_env_py(project: Project, use_cache: bool = True) -> Path | None:
 
     cache = CheckCache(project)
     cache.layout()
+    _opened.append((project, cache))
     return cache.foreign_env_py()
 
 

@@ -8,6 +8,11 @@ Each entry is a JSON file that names its format and the key it was written for:
   to link it into the chain, so that an unchanged file is not imported);
 - analysis.json: the statement rules' outcome per migration in chain order, with the digests of the schema
   states kept in snapshots/ (every `engine.snapshot_interval` migrations), for `engine._Walk`'s early cutoff;
+- files.json: each file's stat signature with the sha256 of its content and of its code (`_code_sha`), so
+  that an unchanged file is not read (`CheckCache._content_sha` says why that is safe);
+- unfiltered.json: the last whole check's findings before ignore comments are applied, keyed by every file's
+  code (comments left out) and the [tool.nilemig] settings: after an edit of comments alone (the usual
+  `# nilemig: ignore[...]` after a finding), the answer is these findings filtered by the files' comments;
 - the last whole check's findings, keyed by every file's key and the [tool.nilemig] settings.
 An entry that cannot be read, is of another format or was written for another key is ignored and
 rewritten: nothing in the folder is trusted. Writes go to a temporary file first, then replace the entry.
@@ -21,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +35,13 @@ from nilemig.lint.render import SCRIPT_ATTRIBUTES, Emitted, Layout, MigrationRen
 
 if TYPE_CHECKING:
     from nilemig.config import Project
-    from nilemig.lint.engine import Analysis, CheckResult, Finding
+    from nilemig.lint.engine import Analysis, CheckResult, Finding, Reported, Unfiltered
     from nilemig.lint.schema import Schema
 
-FORMAT = 2  # bump when what an entry holds changes
+FORMAT = 3  # bump when what an entry holds changes
 _PACKAGES = ("nilemig", "alembic", "sqlalchemy", "pglast")
+# A file changed less than this before its signature would be taken may change again within the same timestamp.
+_RACY_NS = 2_000_000_000
 _VERSION_LINE = re.compile(r"""^__version__\s*(?::[^=]*)?=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
@@ -71,6 +79,23 @@ def _file_sha256(path: Path) -> str:
         return "unreadable"
 
 
+def _code_sha(content: bytes) -> str:
+    """sha256 of a file's Python tokens without comments and blank lines, each with the line it starts on (a
+    render names lines); of the bytes themselves when they do not tokenize."""
+    import io
+    import tokenize
+
+    skipped = (tokenize.COMMENT, tokenize.NL)
+    # These two start where the next token (or the end of the file) does: comments after them move that.
+    placeless = (tokenize.DEDENT, tokenize.ENDMARKER)
+    try:
+        tokens = [(t.type, t.string, 0 if t.type in placeless else t.start[0])
+                  for t in tokenize.tokenize(io.BytesIO(content).readline) if t.type not in skipped]
+    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
+        return "bytes:" + hashlib.sha256(content).hexdigest()
+    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()
+
+
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -83,27 +108,38 @@ class CheckCache:
         self.ini_key = _digest(FORMAT, self.versions, str(project.ini_path), project.section,
                                _file_sha256(project.ini_path))
         self._keys: dict[str, str] = {}
-        self._texts: dict[str, bytes] = {}
+        self._texts: dict[str, bytes] = {}  # the content of each file read in this run, by real path
+        # real path -> [size, mtime_ns, inode, ctime_ns, content sha256, code sha256 or None] (`_content_sha`)
+        entry = self._read("files.json", "files")
+        files = entry.get("files") if entry is not None else None
+        self._signatures_stored: dict[str, list[Any]] = files if isinstance(files, dict) else {}
+        self._signatures: dict[str, list[Any]] = {}
+        self._started_ns = time.time_ns()
         self._env_py = ""
+        self._layout: Layout | None = None
         self._migrations: dict[str, Any] | None = None  # file key -> its entry in migrations.json, once read
 
     def layout(self) -> Layout:
         """The project's layout: from the cache while alembic.ini is unchanged, else read through Alembic."""
+        if self._layout is None:
+            self._layout = self._note_env_py(self._read_layout())
+        return self._layout
+
+    def _read_layout(self) -> Layout:
         from nilemig.lint.render import migration_layout
 
         entry = self._read(f"layout-{_digest(self.project.section)[:16]}.json", self.ini_key)
         try:
             if entry is not None:
-                found = Layout(tuple(Path(f) for f in entry["folders"]), bool(entry["recursive"]),
-                               Path(entry["env_py"]))
-                return self._note_env_py(found)
+                return Layout(tuple(Path(f) for f in entry["folders"]), bool(entry["recursive"]),
+                              Path(entry["env_py"]))
         except (AttributeError, KeyError, TypeError, ValueError):
             pass
         found = migration_layout(self.project)
         self._write(f"layout-{_digest(self.project.section)[:16]}.json", self.ini_key,
                     {"folders": [str(f) for f in found.folders], "recursive": found.recursive,
                      "env_py": str(found.env_py)})
-        return self._note_env_py(found)
+        return found
 
     def foreign_env_py(self) -> Path | None:
         """`core.foreign_env_py`, from the cache while alembic.ini and env.py are unchanged (`layout()` first)."""
@@ -122,20 +158,69 @@ class CheckCache:
         self._env_py = _file_sha256(layout.env_py)
         return layout
 
-    def keys(self, paths: list[Path]) -> dict[str, str]:
-        """Each migration's cache key by real path (`layout()` first: env.py is part of every key). The files'
-        contents are kept for `migration_file`."""
+    def keys(self, paths: list[str]) -> dict[str, str]:
+        """Each migration's cache key by real path (`layout()` first: env.py is part of every key)."""
         base = f"{self.ini_key}:{self._env_py}:"
-        self._keys, self._texts = {}, {}
-        for path in paths:
-            name = str(path)
-            try:
-                self._texts[name] = content = path.read_bytes()
-                sha = hashlib.sha256(content).hexdigest()
-            except OSError:
-                sha = "unreadable"
+        self._keys, self._texts, self._signatures = {}, {}, {}
+        for name in paths:
+            sha = self._content_sha(name)
             self._keys[name] = hashlib.sha256(f"{base}{name}:{sha}".encode()).hexdigest()
+        self._store_signatures()
         return self._keys
+
+    def _content_sha(self, name: str) -> str:
+        """The sha256 of a file's content; not read again while its stat signature is the one recorded with it.
+
+        As git's index does: a write changes the ctime (which no one can set back) and mostly the size, mtime or
+        inode (editors that replace the file). A write within the file system's timestamp granularity of the
+        recording could keep all four, so a signature is recorded only for a file last changed a while before
+        (a "racily clean" file is hashed again until it is older)."""
+        try:
+            stat = os.stat(name)
+        except OSError:
+            return "unreadable"
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+        known = self._signatures_stored.get(name)
+        if isinstance(known, list) and len(known) == 6 and known[:4] == signature:
+            self._signatures[name] = known
+            return str(known[4])
+        try:
+            self._texts[name] = content = Path(name).read_bytes()
+        except OSError:
+            return "unreadable"
+        sha = hashlib.sha256(content).hexdigest()
+        if self._started_ns - stat.st_mtime_ns > _RACY_NS and self._started_ns - stat.st_ctime_ns > _RACY_NS:
+            self._signatures[name] = [*signature, sha, None]
+        return sha
+
+    def code_key(self) -> str:
+        """A digest of every migration's code: its tokens (with their lines) without comments, so that an edit of
+        comments alone (as adding `# nilemig: ignore[...]`) keeps it (`keys()` first)."""
+        codes = []
+        for name in sorted(self._keys):
+            known = self._signatures.get(name)
+            code = known[5] if known is not None and isinstance(known[5], str) else None
+            if code is None:
+                content = self._text(name)
+                code = _code_sha(content) if content is not None else "unreadable"
+                if known is not None:
+                    self._signatures[name] = [*known[:5], code]
+            codes.append((name, code))
+        self._store_signatures()
+        return _digest(self._base_key(), codes)
+
+    def _store_signatures(self) -> None:
+        if self._signatures != self._signatures_stored:
+            self._write("files.json", "files", {"files": self._signatures})
+            self._signatures_stored = dict(self._signatures)
+
+    def _text(self, name: str) -> bytes | None:
+        if name not in self._texts:
+            try:
+                self._texts[name] = Path(name).read_bytes()
+            except OSError:
+                return None
+        return self._texts[name]
 
     def keys_by_path(self) -> dict[str, str]:
         return self._keys
@@ -144,6 +229,26 @@ class CheckCache:
 
     def result_key(self, settings: dict[str, Any], with_squawk: bool | None) -> str:
         return _digest(sorted(self._keys.items()), settings, with_squawk)
+
+    def unfiltered_key(self, settings: dict[str, Any], with_squawk: bool | None) -> str:
+        # Messages name other files relative to the current directory (core.display_path).
+        return _digest(self.code_key(), settings, with_squawk, os.getcwd())
+
+    def unfiltered(self, key: str) -> Unfiltered | None:
+        from nilemig.lint.engine import Unfiltered
+
+        entry = self._read("unfiltered.json", key)
+        try:
+            return None if entry is None else Unfiltered(
+                [_reported_from_json(r) for r in entry["reported"]],
+                int(entry["migrations"]), [(Path(p), str(t)) for p, t in entry["printed"]])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+
+    def store_unfiltered(self, key: str, unfiltered: Unfiltered) -> None:
+        self._write("unfiltered.json", key, {
+            "reported": [_reported_to_json(r) for r in unfiltered.reported],
+            "migrations": unfiltered.migrations, "printed": [[str(p), t] for p, t in unfiltered.printed]})
 
     def result(self, key: str) -> CheckResult | None:
         from nilemig.lint.engine import CheckResult
@@ -176,7 +281,7 @@ class CheckCache:
     def migration_file(self, path: Path) -> MigrationFile:
         """`chain.read_migration(path)`, from the cache while the file is unchanged (`keys()` first)."""
         name = str(path)
-        key, content = self._keys.get(name), self._texts.get(name)
+        key, content = self._keys.get(name), self._text(name)
         if content is not None:
             try:
                 text = content.decode("utf-8")
@@ -235,7 +340,7 @@ class CheckCache:
             if entry is None:
                 return None
             order = [str(k) for k in entry["order"]]
-            outcomes = [Outcome([_finding_from_json(f) for f in o["findings"]],
+            outcomes = [Outcome([_reported_from_json(f) for f in o["findings"]],
                                 [(int(line), str(why)) for line, why in o["sql_errors"]],
                                 [str(c) for c in o["changes"]]) for o in entry["outcomes"]]
             snapshots = {int(p): str(d) for p, d in entry["snapshots"]}
@@ -248,7 +353,7 @@ class CheckCache:
     def store_analysis(self, key: str, analysis: Analysis) -> None:
         self._write("analysis.json", key, {
             "order": analysis.order,
-            "outcomes": [{"findings": [_finding_to_json(f) for f in o.findings],
+            "outcomes": [{"findings": [_reported_to_json(r) for r in o.findings],
                           "sql_errors": [list(e) for e in o.sql_errors], "changes": o.changes}
                          for o in analysis.outcomes],
             "snapshots": sorted(analysis.snapshots.items())})
@@ -322,6 +427,17 @@ def _finding_from_json(data: Any) -> Finding:
 
     code, severity, message, path, line = data
     return Finding(str(code), str(severity), str(message), Path(path), int(line))
+
+
+def _reported_to_json(reported: Reported) -> list[Any]:
+    return [*_finding_to_json(reported.finding), sorted(reported.lines)]
+
+
+def _reported_from_json(data: Any) -> Reported:
+    from nilemig.lint.engine import Reported
+
+    *finding, lines = data
+    return Reported(_finding_from_json(finding), frozenset(int(n) for n in lines))
 
 
 def _render_to_json(render: MigrationRender) -> dict[str, Any]:

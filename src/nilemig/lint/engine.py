@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,44 +80,80 @@ def configured_ignores(project: Project, settings: dict[str, Any]) -> set[str]:
     return ignored
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A finding before the migration's ignore comments are applied: what its code alone decides, so that what
+    check keeps of it stays true when only comments change."""
+
+    finding: Finding
+    lines: frozenset[int]  # the lines an ignore comment for it may sit on
+
+
+@dataclass
+class Unfiltered:
+    """A whole check's findings (chain order) before ignore comments are applied."""
+
+    reported: list[Reported]
+    migrations: int
+    printed: list[tuple[Path, str]]
+
+    def result(self, migration_file: Callable[[Path], MigrationFile]) -> CheckResult:
+        """The findings that no ignore comment of their file (`migration_file(path)`) turns off, once each."""
+        read = functools.cache(migration_file)
+        findings: dict[tuple[str, Path, int, str], Finding] = {}
+        for reported in self.reported:
+            f = reported.finding
+            ignores = read(f.path)
+            if not any(f.code in ignores.ignores(n) for n in reported.lines):
+                findings.setdefault((f.code, f.path, f.line, f.message), f)
+        return CheckResult(list(findings.values()), self.migrations, self.printed)
+
+
 class _Reporter:
-    """Collects findings once each (one problem, one finding), minus the ignored ones."""
+    """Collects findings once each (one problem, one finding), minus the codes [tool.nilemig] ignores."""
 
     def __init__(self, ignored: set[str]):
         self.ignored = ignored
-        self.findings: dict[tuple[str, Path, int, str], Finding] = {}
+        self.reported: dict[Reported, None] = {}
 
     def __call__(self, code: str, message: str, migration: MigrationFile, line: int,
                  lines: frozenset[int] = frozenset(), severity: str | None = None) -> None:
-        if code in self.ignored or any(code in migration.ignores(n) for n in {line, *lines}):
-            return
-        finding = Finding(code, severity or RULES[code].severity, message, migration.path, line)
-        self.findings.setdefault((code, migration.path, line, message), finding)
+        if code not in self.ignored:
+            finding = Finding(code, severity or RULES[code].severity, message, migration.path, line)
+            self.reported.setdefault(Reported(finding, frozenset({line, *lines})), None)
 
 
 def check(project: Project, only: set[Path] | None = None, with_squawk: bool | None = None,
-          use_cache: bool = True) -> CheckResult:
+          use_cache: bool = True, cache: CheckCache | None = None) -> CheckResult:
     """Lint every migration; report findings in `only` (all files when None). `with_squawk`: add squawk's
     findings (None: as [tool.nilemig] squawk says). `use_cache`: reuse and keep what earlier runs rendered
-    and found in .nilemig/cache/ (lint/cache.py)."""
+    and found in .nilemig/cache/ (lint/cache.py), through `cache` when one is open for `project` already."""
     from nilemig.lint.render import migration_paths
 
     settings = tool_settings(project)
     if use_cache:
-        from nilemig.lint.cache import CheckCache
+        if cache is None:
+            from nilemig.lint.cache import CheckCache
 
-        cache = CheckCache(project)
+            cache = CheckCache(project)
         paths = cache.layout().paths()
         cache.keys(paths)
-        # The settings were checked when this result was stored; with squawk on, none was stored (see below).
+        # The settings were checked when these were stored; with squawk on, none was stored (see below).
         result_key = cache.result_key(settings, with_squawk)
         result = cache.result(result_key)
         if result is None:
-            result, squawk_ran = _check_all(project, paths, settings, with_squawk, cache)
-            if not squawk_ran:  # squawk's findings come from a program of its own, outside the key
+            # Only comments changed since this was stored: nothing is rendered or analysed again.
+            unfiltered_key = cache.unfiltered_key(settings, with_squawk)
+            unfiltered, squawk_ran = cache.unfiltered(unfiltered_key), False
+            if unfiltered is None:
+                unfiltered, squawk_ran = _check_all(project, [Path(p) for p in paths], settings, with_squawk, cache)
+            result = unfiltered.result(cache.migration_file)
+            if not squawk_ran:  # squawk's findings come from a program of its own, outside the keys
+                cache.store_unfiltered(unfiltered_key, unfiltered)
                 cache.store_result(result_key, result)
     else:
-        result, _ = _check_all(project, migration_paths(project), settings, with_squawk, None)
+        unfiltered, _ = _check_all(project, migration_paths(project), settings, with_squawk, None)
+        result = unfiltered.result(read_migration)
     if only is not None:
         wanted = {os.path.realpath(p) for p in only}
         result.findings = [f for f in result.findings if os.path.realpath(f.path) in wanted]
@@ -123,8 +161,8 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
 
 
 def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], with_squawk: bool | None,
-               cache: CheckCache | None) -> tuple[CheckResult, bool]:
-    """Every finding in `paths`, in chain order, rendering and analysing only what `cache` does not hold; and
+               cache: CheckCache | None) -> tuple[Unfiltered, bool]:
+    """Every finding in `paths` (before ignore comments), in chain order, rendering and analysing only what `cache` does not hold; and
     whether squawk ran."""
     from nilemig.lint import squawk
     from nilemig.lint.render import render
@@ -150,7 +188,7 @@ def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], wi
                      cache.analysis(analysis_key) if keep else None)
         for key, outcome in zip(rendered.order, walk.run()):
             migration = by_key[key]
-            report.findings.update(((f.code, f.path, f.line, f.message), f) for f in outcome.findings)
+            report.reported.update(dict.fromkeys(outcome.findings))
             chain.sql_errors += [(migration.path, line, why) for line, why in outcome.sql_errors]
             stop = rendered.stops.get(key)
             migration.changes = set(outcome.changes) if stop is None else None
@@ -172,17 +210,16 @@ def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], wi
             for message, path, line in rule.check(chain):
                 report(rule.code, message, by_key[os.path.realpath(path)], line)
 
-    findings = list(report.findings.values())
     order = {m.path: i for i, m in enumerate(chain.migrations)}
-    findings.sort(key=lambda f: (order.get(f.path, 0), f.line, f.code))
-    return CheckResult(findings, len(chain.migrations), printed), with_squawk
+    reported = sorted(report.reported, key=lambda r: (order.get(r.finding.path, 0), r.finding.line, r.finding.code))
+    return Unfiltered(reported, len(chain.migrations), printed), with_squawk
 
 
 @dataclass
 class Outcome:
     """What analysing one migration's statements found: check's cache keeps it per migration."""
 
-    findings: list[Finding]
+    findings: list[Reported]
     sql_errors: list[tuple[int, str]]  # (line, parser message)
     changes: list[str]  # "schema", "data": what its statements did
 
@@ -328,7 +365,7 @@ class _Walk:
             standing = transition.still_standing(schema)
             if standing is not None:
                 run_rules(rules.Statement(standing, schema, transition.location), transition.lines)
-        return Outcome(list(report.findings.values()), sql_errors, sorted(changes))
+        return Outcome(list(report.reported), sql_errors, sorted(changes))
 
 
 @dataclass

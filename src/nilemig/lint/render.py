@@ -407,8 +407,8 @@ class Layout:
     recursive: bool
     env_py: Path
 
-    def paths(self) -> list[Path]:
-        """Every migration file in the folders, as real paths."""
+    def paths(self) -> list[str]:
+        """Every migration file in the folders, as real paths (strings: a check with nothing to do needs no Path)."""
         # Real paths, as Alembic names the files it imports: the key that matches its steps to our files.
         # Resolving each folder once, and only the files that are links, keeps this cheap for long chains.
         found: set[str] = set()
@@ -426,7 +426,9 @@ class Layout:
 
         for folder in self.folders:
             scan(os.path.realpath(folder))
-        return sorted(Path(p) for p in found)
+        # Sorted as strings with the separator made the smallest character, which is Path's order: comparing
+        # Paths costs ~10 times more on long chains.
+        return sorted(found, key=lambda p: p.replace(os.sep, "\0"))
 
 
 def migration_layout(project: Project) -> Layout:
@@ -446,4 +448,4 @@ def migration_layout(project: Project) -> Layout:
 
 def migration_paths(project: Project) -> list[Path]:
     """Every migration file of the project, from all its version locations, as real paths."""
-    return migration_layout(project).paths()
+    return [Path(p) for p in migration_layout(project).paths()]
