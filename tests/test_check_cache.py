@@ -287,3 +287,47 @@ def test_a_comment_only_edit_imports_neither_alembic_nor_sqlalchemy(chain, proje
             "from pathlib import Path\ncheck(Project(Path.cwd()))\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=project_dir, capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+# The user's own modules a migration imports (a helper, an enum in models.py) change its render as much as its own
+# file: each check runs in a process of its own here, as from a shell, so no module stays imported between runs.
+USES_TABLE_NAME = {
+    "upgrade": 'def upgrade():\n    from helpers import TABLE\n    op.create_table(TABLE, sa.Column("id", sa.Uuid))\n',
+    "module": 'from helpers import TABLE\n\n\ndef upgrade():\n    op.create_table(TABLE, sa.Column("id", sa.Uuid))\n',
+    "models": 'def upgrade():\n    from models import TABLE\n    op.create_table(TABLE, sa.Column("id", sa.Uuid))\n',
+}
+
+
+def check_in_a_process(project_dir: Path, *args: str) -> list[tuple[str, str]]:
+    done = subprocess.run([sys.executable, "-m", "nilemig", "check", "--format", "json", *args], cwd=project_dir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    return sorted((f["code"], f["message"]) for f in json.loads(done.stdout)["findings"])
+
+
+@pytest.mark.parametrize("imported_from, edited", [("upgrade", "helpers.py"), ("module", "helpers.py"),
+                                                    ("module", "names.py"), ("models", "models.py")])
+def test_an_edited_module_that_a_migration_imports_renders_it_again(project_dir, imported_from, edited):
+    (project_dir / "names.py").write_text('TABLE = "todos"\n')
+    (project_dir / "helpers.py").write_text("from names import TABLE  # noqa: F401\n")
+    models = project_dir / "models.py"
+    models.write_text(models.read_text() + '\nTABLE = "todos"\n')
+    write_chain(project_dir, USES_TABLE_NAME[imported_from])
+    assert "NILE010" not in {code for code, _ in check_in_a_process(project_dir)}
+    target = project_dir / edited
+    target.write_text(target.read_text().replace('"todos"', '"tenants"') if edited != "helpers.py"
+                      else 'TABLE = "tenants"\n')
+    time.sleep(0.01)
+    cached = check_in_a_process(project_dir)
+    assert "NILE010" in {code for code, _ in cached}  # tenants already exists in every Nile database
+    assert cached == check_in_a_process(project_dir, "--no-cache")
+
+
+def test_an_edited_models_py_that_no_migration_imports_renders_nothing(chain, project_dir):
+    runs, _ = chain
+    check_in_a_process(project_dir)
+    assert rendered(runs) == ["first", "second"]
+    models = project_dir / "models.py"
+    models.write_text(models.read_text() + "\nEXTRA = 1\n")
+    check_in_a_process(project_dir)
+    assert rendered(runs) == []

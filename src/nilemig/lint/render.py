@@ -10,6 +10,7 @@ Whatever migration code prints is captured, so nilemig's own output stays valid 
 
 from __future__ import annotations
 
+import builtins
 import functools
 import io
 import os
@@ -17,7 +18,7 @@ import sys
 import traceback
 import types
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,7 @@ class Rendered:
     # The whole script, as `alembic upgrade --sql` prints it (without the migrations whose render was reused)
     text: list[str] = field(default_factory=list)
     scripts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> `script_attributes` of its module
+    imports: set[str] = field(default_factory=set)  # the user's own module files the rendered migrations use
 
     def note_printed(self, path: str, text: str) -> None:
         if text.strip():
@@ -280,9 +282,72 @@ def _stand_in(path: str, script: dict[str, Any]) -> types.ModuleType:
     return module
 
 
+class _ImportWatch:
+    """The user's own modules (helpers, enums, models) that migrations import while they load and run: their
+    content changes a render as much as the migration's own does (lint/cache.py keys every render on them).
+
+    Noted per window (one migration loading, or running): modules first loaded in it, and modules it imports
+    that were loaded before, with what was first loaded together with them; a module env.py loaded (before
+    any migration) brings in everything env.py loaded, since what those import was not watched."""
+
+    def __init__(self, migrations: set[str]):
+        self.migrations = migrations
+        self.files: set[str] = set()
+        installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        self._installed = tuple(p + os.sep for p in installed)
+        self._before_migrations: set[str] | None = None
+        self._loaded_with: dict[str, set[str]] = {}
+
+    def _user_file(self, name: str) -> str | None:
+        """The file of module `name` when it is the user's code: not Python's, not an installed package's, not
+        nilemig's (its version is in every key) and not a migration (each has its own key)."""
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if not path or name == "nilemig" or name.startswith("nilemig."):
+            return None
+        real = os.path.realpath(path)
+        parts = real.split(os.sep)
+        if real.startswith(self._installed) or "site-packages" in parts or "dist-packages" in parts \
+                or real in self.migrations:
+            return None
+        return real
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        before = set(sys.modules)
+        if self._before_migrations is None:
+            self._before_migrations = before
+        named: set[str] = set()
+        real_import = builtins.__import__
+
+        def noting(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            module = real_import(name, globals, locals, fromlist, level)
+            if level == 0:
+                named.add(name)
+                named.update(f"{name}.{item}" for item in fromlist or ())
+            return module
+
+        builtins.__import__ = noting
+        try:
+            yield
+        finally:
+            builtins.__import__ = real_import
+            new = set(sys.modules) - before
+            loaded = {f for f in map(self._user_file, new) if f}
+            for name in new:
+                self._loaded_with[name] = loaded
+            for name in named - new:
+                if self._user_file(name) is None:
+                    continue
+                if name in self._before_migrations:
+                    loaded |= {f for f in map(self._user_file, self._before_migrations) if f}
+                else:
+                    loaded |= self._loaded_with.get(name, set())
+            self.files |= loaded
+
+
 @contextmanager
 def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered,
-                      reused: dict[str, MigrationRender]) -> Iterator[None]:
+                      reused: dict[str, MigrationRender], watch: _ImportWatch) -> Iterator[None]:
     """Alembic imports every migration to build the chain; one that cannot be imported must not stop the rest,
     and one whose render is reused is not imported at all (`_stand_in`). What a file prints as it is imported
     is noted under its name."""
@@ -299,7 +364,9 @@ def _tolerant_loading(migrations: dict[str, MigrationFile], rendered: Rendered,
             return _stand_in(key, known.script)
         output = io.StringIO()
         try:
-            with redirect_stdout(output), redirect_stderr(output):
+            # Alembic loads env.py through here too: what it imports is not a migration's.
+            with redirect_stdout(output), redirect_stderr(output), \
+                    watch.watching() if key in migrations else nullcontext():
                 module = load(directory, filename)
         except Exception as exc:
             migration = migrations.get(key)
@@ -340,6 +407,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     recorder = _Recorder(rendered)
     reused = {} if downgrade or known is None else known
     starting, target = revision_range.split(":", 1) if ":" in revision_range else (None, revision_range)
+    watch = _ImportWatch({m.key for m in migrations})
 
     def guard(step: Any) -> None:
         original = step.migration_fn
@@ -355,7 +423,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
             recorder.filename, recorder.statements = filename, []
             printed = io.StringIO()
             try:
-                with redirect_stdout(printed), redirect_stderr(printed):
+                with redirect_stdout(printed), redirect_stderr(printed), watch.watching():
                     original(*args, **kwargs)
             except (Exception, NeedsDatabase) as exc:  # noqa: BLE001 - a failing migration stops only itself
                 rendered.stops[key] = Stop(_failing_line(exc, filename), _is_offline_only(exc), _reason(exc))
@@ -391,11 +459,12 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     env_printed = io.StringIO()
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
-        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered, reused), \
+        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered, reused, watch), \
                 EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
                                    destination_rev=target):
             script.run_env()
     rendered.note_printed(os.path.realpath(script.env_py_location), env_printed.getvalue())
+    rendered.imports = watch.files
     return rendered
 
 
