@@ -331,3 +331,20 @@ def test_an_edited_models_py_that_no_migration_imports_renders_nothing(chain, pr
     models.write_text(models.read_text() + "\nEXTRA = 1\n")
     check_in_a_process(project_dir)
     assert rendered(runs) == []
+
+
+def test_messages_name_files_relative_to_the_current_directory_on_every_run(project_dir, monkeypatch):
+    create_x = 'def upgrade():\n    op.create_table("x", sa.Column("id", sa.Integer, primary_key=True))\n'
+    write_chain(project_dir, create_x + NEXT + create_x)
+
+    def messages() -> list[str]:
+        result = run_cli("check", "--format", "json")
+        return sorted(f"{f['file']}: {f['message']}" for f in json.loads(result.stdout)["findings"])
+
+    from_root = messages()
+    assert any("alembic/versions/0001_example_1.py:" in m for m in from_root)
+    monkeypatch.chdir(project_dir / "alembic")
+    cached = messages()
+    assert cached == sorted(m.replace("alembic/", "", 2) for m in from_root)
+    assert cached == sorted(f"{f['file']}: {f['message']}" for f in json.loads(
+        run_cli("check", "--no-cache", "--format", "json").stdout)["findings"])

@@ -246,7 +246,8 @@ class CheckCache:
     # Whole results
 
     def result_key(self, settings: dict[str, Any], with_squawk: bool | None) -> str:
-        return _digest(sorted(self._keys.items()), settings, with_squawk)
+        # Messages name other files relative to the current directory (core.display_path).
+        return _digest(sorted(self._keys.items()), settings, with_squawk, os.getcwd())
 
     def unfiltered_key(self, settings: dict[str, Any], with_squawk: bool | None) -> str:
         # Messages name other files relative to the current directory (core.display_path).
