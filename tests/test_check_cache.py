@@ -348,3 +348,38 @@ def test_messages_name_files_relative_to_the_current_directory_on_every_run(proj
     assert cached == sorted(m.replace("alembic/", "", 2) for m in from_root)
     assert cached == sorted(f"{f['file']}: {f['message']}" for f in json.loads(
         run_cli("check", "--no-cache", "--format", "json").stdout)["findings"])
+
+
+# What a render reads besides modules: a SQL file next to the migration, an environment variable. Either changes
+# the render as much as an edit of the migration does.
+READS_A_SQL_FILE = ('from pathlib import Path\n\n\ndef upgrade():\n'
+                    '    op.execute((Path(__file__).parent / "table.sql").read_text())\n')
+OPENS_A_SQL_FILE = ('import os\n\n\ndef upgrade():\n'
+                    '    with open(os.path.join(os.path.dirname(__file__), "table.sql")) as sql:\n'
+                    '        op.execute(sql.read())\n')
+
+
+@pytest.mark.parametrize("migration", [READS_A_SQL_FILE, OPENS_A_SQL_FILE])
+def test_an_edited_file_that_a_migration_reads_renders_it_again(project_dir, migration):
+    sql = project_dir / "alembic" / "versions" / "table.sql"
+    sql.write_text("CREATE TABLE todos (id uuid PRIMARY KEY);\n")
+    write_chain(project_dir, migration)
+    assert "NILE010" not in {code for code, _ in check_in_a_process(project_dir)}
+    sql.write_text("CREATE TABLE tenants (id uuid PRIMARY KEY);\n")
+    cached = check_in_a_process(project_dir)
+    assert "NILE010" in {code for code, _ in cached}
+    assert cached == check_in_a_process(project_dir, "--no-cache")
+
+
+@pytest.mark.parametrize("read", ['os.environ.get("TABLE_NAME", "todos")', 'os.getenv("TABLE_NAME") or "todos"',
+                                  '"tenants" if "TABLE_NAME" in os.environ else "todos"'])
+def test_an_environment_variable_that_a_migration_reads_is_part_of_its_key(project_dir, monkeypatch, read):
+    write_chain(project_dir, f'import os\n\n\ndef upgrade():\n    op.create_table({read}, sa.Column("id", sa.Uuid))\n')
+    monkeypatch.delenv("TABLE_NAME", raising=False)
+    assert "NILE010" not in {code for code, _ in check_in_a_process(project_dir)}
+    monkeypatch.setenv("TABLE_NAME", "tenants")
+    cached = check_in_a_process(project_dir)
+    assert "NILE010" in {code for code, _ in cached}
+    assert cached == check_in_a_process(project_dir, "--no-cache")
+    monkeypatch.delenv("TABLE_NAME")
+    assert "NILE010" not in {code for code, _ in check_in_a_process(project_dir)}

@@ -14,8 +14,9 @@ Each entry is a JSON file that names its format and the key it was written for:
   code (comments left out) and the [tool.nilemig] settings: after an edit of comments alone (the usual
   `# nilemig: ignore[...]` after a finding), the answer is these findings filtered by the files' comments;
 - the last whole check's findings, keyed by every file's key and the [tool.nilemig] settings;
-- imports.json: the user's own modules (helpers, models.py) that rendering migrations imported, whose content is
-  part of every key with env.py's: an edited helper renders the migrations again.
+- imports.json: the user's own modules (helpers, models.py) that rendering migrations imported and files they read
+  (a SQL file), whose content is part of every key with env.py's, and the environment variables they read, whose
+  values are: an edited helper or a variable set otherwise renders the migrations again.
 An entry that cannot be read, is of another format or was written for another key is ignored and
 rewritten: nothing in the folder is trusted. Writes go to a temporary file first, then replace the entry.
 """
@@ -157,24 +158,29 @@ class CheckCache:
         return found
 
     def _note_env_py(self, layout: Layout) -> Layout:
-        # Every key also names the content of the user's modules that rendering migrations imported last time
-        # (render._ImportWatch): a helper or an enum edited changes what the migrations using it render.
+        # Every key also names the content of the user's files that rendering migrations imported or read last
+        # time, and the environment variables they read (render._ImportWatch): a helper or an enum edited, or a
+        # variable set, changes what the migrations using it render.
         self._env_py = _digest(_file_sha256(layout.env_py),
-                               [(name, _file_sha256(Path(name))) for name in self._imported_files()])
+                               [(name, _file_sha256(Path(name))) for name in self._imported("files")],
+                               [(name, os.environ.get(name)) for name in self._imported("environ")])
         return layout
 
-    def _imported_files(self) -> list[str]:
+    def _imported(self, kind: str) -> list[str]:
         entry = self._read("imports.json", "imports")
-        files = entry.get("files") if entry is not None else None
-        return sorted(f for f in files if isinstance(f, str)) if isinstance(files, list) else []
+        found = entry.get(kind) if entry is not None else None
+        return sorted(f for f in found if isinstance(f, str)) if isinstance(found, list) else []
 
-    def store_imports(self, files: set[str], whole_chain: bool) -> None:
-        """Keep the user's module files the migrations rendered in this run imported, with (unless the whole
-        chain was rendered) those noted before: the migrations reused from the cache still use those."""
-        known = set(self._imported_files())
-        wanted = files if whole_chain else files | known
+    def store_imports(self, files: set[str], environ: set[str], whole_chain: bool) -> None:
+        """Keep the user's files the migrations rendered in this run imported or read and the environment
+        variables they read, with (unless the whole chain was rendered) those noted before: the migrations reused
+        from the cache still use those."""
+        known = {kind: set(self._imported(kind)) for kind in ("files", "environ")}
+        wanted = {"files": files, "environ": environ}
+        if not whole_chain:
+            wanted = {kind: found | known[kind] for kind, found in wanted.items()}
         if wanted != known:
-            self._write("imports.json", "imports", {"files": sorted(wanted)})
+            self._write("imports.json", "imports", {kind: sorted(found) for kind, found in wanted.items()})
 
     def keys(self, paths: list[str]) -> dict[str, str]:
         """Each migration's cache key by real path (`layout()` first: env.py is part of every key)."""

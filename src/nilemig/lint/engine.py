@@ -197,7 +197,7 @@ def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], wi
                                                            stop.reason, len(rendered.statements[key]),
                                                            migration.upgrade_end))
         if cache is not None:
-            cache.store_imports(rendered.imports, whole_chain=not reused)
+            cache.store_imports(rendered.imports, rendered.environ, whole_chain=not reused)
             cache.store_migrations(chain.migrations, {key: rendered.of(key) for key in rendered.order})
             if keep:
                 cache.store_analysis(analysis_key, walk.analysis)

@@ -93,6 +93,7 @@ class Rendered:
     text: list[str] = field(default_factory=list)
     scripts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> `script_attributes` of its module
     imports: set[str] = field(default_factory=set)  # the user's own module files the rendered migrations use
+    environ: set[str] = field(default_factory=set)  # the environment variables they read
 
     def note_printed(self, path: str, text: str) -> None:
         if text.strip():
@@ -283,8 +284,9 @@ def _stand_in(path: str, script: dict[str, Any]) -> types.ModuleType:
 
 
 class _ImportWatch:
-    """The user's own modules (helpers, enums, models) that migrations import while they load and run: their
-    content changes a render as much as the migration's own does (lint/cache.py keys every render on them).
+    """The user's own modules (helpers, enums, models) that migrations import while they load and run, the user's
+    files they open for reading (a SQL file next to the migration) and the environment variables they read: these
+    change a render as much as the migration's own content does (lint/cache.py keys every render on them).
 
     Noted per window (one migration loading, or running): modules first loaded in it, and modules it imports
     that were loaded before, with what was first loaded together with them; a module env.py loaded (before
@@ -293,6 +295,7 @@ class _ImportWatch:
     def __init__(self, migrations: set[str]):
         self.migrations = migrations
         self.files: set[str] = set()
+        self.environ: set[str] = set()  # names of the environment variables read, set or not
         installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
         self._installed = tuple(p + os.sep for p in installed)
         self._before_migrations: set[str] | None = None
@@ -304,6 +307,11 @@ class _ImportWatch:
         path = getattr(sys.modules.get(name), "__file__", None)
         if not path or name == "nilemig" or name.startswith("nilemig."):
             return None
+        return self._users(path)
+
+    def _users(self, path: str) -> str | None:
+        """The real path of `path` when it is a file of the user's, not Python's, an installed package's or a
+        migration's."""
         real = os.path.realpath(path)
         parts = real.split(os.sep)
         if real.startswith(self._installed) or "site-packages" in parts or "dist-packages" in parts \
@@ -326,11 +334,32 @@ class _ImportWatch:
                 named.update(f"{name}.{item}" for item in fromlist or ())
             return module
 
+        real_open = builtins.open
+
+        def noting_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if isinstance(file, (str, bytes, os.PathLike)) and "r" in mode:
+                read = self._users(os.fsdecode(file))
+                if read is not None:
+                    self.files.add(read)
+            return real_open(file, mode, *args, **kwargs)
+
+        environ_class = type(os.environ)
+        names = self.environ
+
+        class NotingEnviron(environ_class):  # type: ignore[misc, valid-type]
+            def __getitem__(self, key: str) -> str:  # get(), `in` and os.getenv() read through here
+                names.add(key)
+                return super().__getitem__(key)
+
         builtins.__import__ = noting
+        builtins.open = io.open = noting_open  # pathlib's Path.open calls io.open
+        os.environ.__class__ = NotingEnviron
         try:
             yield
         finally:
             builtins.__import__ = real_import
+            builtins.open = io.open = real_open
+            os.environ.__class__ = environ_class
             new = set(sys.modules) - before
             loaded = {f for f in map(self._user_file, new) if f}
             for name in new:
@@ -464,7 +493,7 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
                                    destination_rev=target):
             script.run_env()
     rendered.note_printed(os.path.realpath(script.env_py_location), env_printed.getvalue())
-    rendered.imports = watch.files
+    rendered.imports, rendered.environ = watch.files, watch.environ
     return rendered
 
 
