@@ -383,3 +383,24 @@ def test_an_environment_variable_that_a_migration_reads_is_part_of_its_key(proje
     assert cached == check_in_a_process(project_dir, "--no-cache")
     monkeypatch.delenv("TABLE_NAME")
     assert "NILE010" not in {code for code, _ in check_in_a_process(project_dir)}
+
+
+LATIN_1 = (b'# -*- coding: latin-1 -*-\n"""caf\xe9"""\nfrom alembic import op\nimport sqlalchemy as sa\n\n'
+           b'revision = "0001"\ndown_revision = None\n\n\ndef upgrade():\n'
+           b'    op.create_table("tenants", sa.Column("id", sa.Uuid))  # caf\xe9\n')
+
+
+def test_a_file_in_another_encoding_is_read_as_python_reads_it(project_dir):
+    path = project_dir / "alembic" / "versions" / "0001_latin_1.py"
+    path.write_bytes(LATIN_1)
+    cold = check_in_a_process(project_dir, "--no-cache")
+    assert [code for code, _ in cold] == ["NILE010"]
+    assert check_in_a_process(project_dir) == cold == check_in_a_process(project_dir)
+
+
+def test_a_file_that_is_not_valid_utf_8_is_a_finding_not_a_crash(project_dir):
+    path = project_dir / "alembic" / "versions" / "0001_latin_1.py"
+    path.write_bytes(LATIN_1.replace(b"# -*- coding: latin-1 -*-\n", b""))
+    cold = check_in_a_process(project_dir, "--no-cache")
+    assert "MIG007" in {code for code, _ in cold}
+    assert check_in_a_process(project_dir) == cold == check_in_a_process(project_dir)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nilemig.lint.chain import MigrationFile, read_migration
+from nilemig.lint.chain import MigrationFile, read_migration, source_text
 from nilemig.lint.render import SCRIPT_ATTRIBUTES, Emitted, Layout, MigrationRender, Stop
 
 if TYPE_CHECKING:
@@ -307,19 +307,13 @@ class CheckCache:
         """`chain.read_migration(path)`, from the cache while the file is unchanged (`keys()` first)."""
         name = str(path)
         key, content = self._keys.get(name), self._text(name)
-        if content is not None:
+        item = self._entries().get(key) if key and content is not None else None
+        if isinstance(item, dict) and isinstance(item.get("file"), dict):
             try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError:
-                return read_migration(path)
-            item = self._entries().get(key) if key else None
-            try:
-                if isinstance(item, dict) and isinstance(item.get("file"), dict):
-                    return MigrationFile.from_json(path, text, item["file"])
-            except (AttributeError, KeyError, TypeError, ValueError):
+                return MigrationFile.from_json(path, source_text(content), item["file"])
+            except (AttributeError, KeyError, TypeError, ValueError, SyntaxError):
                 pass
-            return read_migration(path, text)
-        return read_migration(path)
+        return read_migration(path, content)
 
     def renders(self) -> dict[str, MigrationRender]:
         """The cached renders of the migrations whose key is unchanged."""

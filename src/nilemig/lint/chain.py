@@ -138,10 +138,29 @@ def _set_revisions(migration: MigrationFile, values: dict[str, object]) -> None:
         migration.down_revisions = tuple(d for d in down if isinstance(d, str))
 
 
-def read_migration(path: Path, text: str | None = None) -> MigrationFile:
-    """One migration file; `path` is a real path (`render.migration_paths` gives them); `text` its content
+def source_text(content: bytes) -> str:
+    """A Python file's text as Python reads it: in the encoding its coding comment names, else UTF-8. Raises
+    SyntaxError, as importing it does, when it cannot be decoded."""
+    import io
+    import tokenize
+
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(content).readline)
+    try:
+        return content.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise SyntaxError(f"(unicode error) {exc}") from None
+
+
+def read_migration(path: Path, content: bytes | None = None) -> MigrationFile:
+    """One migration file; `path` is a real path (`render.migration_paths` gives them); `content` its bytes
     when already read."""
-    text = path.read_text(encoding="utf-8") if text is None else text
+    content = path.read_bytes() if content is None else content
+    try:
+        text = source_text(content)
+    except SyntaxError as exc:
+        text = content.decode("utf-8", "replace")
+        exc.filename, exc.lineno = str(path), 1
+        return _read_broken(MigrationFile(path, None, (), text.splitlines(), key=str(path)), text, exc)
     lines = text.splitlines()
     migration = MigrationFile(path, None, (), lines, key=str(path))
     try:
