@@ -93,6 +93,7 @@ def test_down_records_the_undo_in_alembics_version_statement(project, database_u
     with traffic() as seen:
         assert run_cli("down").exit_code == 0
     assert len(seen.touching("WITH nilemig_ledger_write AS (DELETE FROM nilemig_ledger")) == 1
+    assert seen.connections == 1  # `down -N` needs no read before the lock to know how many it undoes
     with psycopg.connect(libpq(database_url)) as conn:
         recorded = {r[0] for r in conn.execute("SELECT revision FROM nilemig_ledger")}
     assert second.name.split("_")[2] not in recorded and len(recorded) == 1
