@@ -283,6 +283,88 @@ def _stand_in(path: str, script: dict[str, Any]) -> types.ModuleType:
     return module
 
 
+class _WholeChainNeeded(Exception):
+    """A changed migration's module says other revisions than its file's syntax did (`_LineRender`)."""
+
+
+class _LineRender:
+    """Rendering only the changed migrations of a straight chain (each migration follows the one before it, nothing
+    depends_on another), as `alembic upgrade A:B --sql` renders a range: Alembic links the changed migrations
+    and, as bases, the unchanged ones they follow, instead of a stand-in for each of the chain's files and a step
+    for each reused render. On a straight chain, the order the whole chain runs in is the chain's own
+    (`chain.read_chain`): the reused renders are placed where the whole chain's run would have met them. A
+    changed module whose revisions are not the ones its syntax said makes the whole chain run after all."""
+
+    def __init__(self, changed: list[MigrationFile], followed: dict[str, tuple[str, dict[str, Any]]]):
+        self.changed = changed  # in chain order
+        self.followed = followed  # revision -> (path, script attributes) of a reused migration a changed one follows
+        self.whole_chain_needed = False
+
+    @classmethod
+    def of(cls, migrations: list[MigrationFile], reused: dict[str, MigrationRender]) -> _LineRender | None:
+        """For `migrations` (chain order) when they form a straight chain and each one whose render is not
+        reused is linked from what Alembic read of the others (their script attributes); else None."""
+        if not reused:
+            return None
+        previous: tuple[str, ...] = ()
+        for migration in migrations:
+            known = reused.get(migration.key)
+            if migration.revision is None or migration.down_revisions != previous or \
+                    (known is not None and not _script_says(known.script, migration)):
+                return None
+            previous = (migration.revision,)
+        if len({m.revision for m in migrations}) != len(migrations):
+            return None
+        changed = [m for m in migrations if m.key not in reused]
+        by_revision = {m.revision: m for m in migrations}
+        followed = {}
+        for migration in changed:
+            for down in migration.down_revisions:
+                if by_revision[down].key in reused:
+                    followed[down] = (by_revision[down].key, reused[by_revision[down].key].script)
+        return cls(changed, followed)
+
+    def starting_revisions(self) -> list[str] | None:
+        return list(self.followed) or None
+
+    def revision_map(self, script: Any) -> Any:
+        """Alembic's revision map of the changed migrations (imported as Alembic imports them, once env.py runs)
+        and of the reused ones they follow, as bases."""
+        from alembic.script import Script
+        from alembic.script.revision import RevisionMap
+
+        def scripts() -> Iterator[Any]:
+            # In the order Alembic lists the files (`Layout.paths`).
+            for migration in sorted(self.changed, key=lambda m: m.key.replace(os.sep, "\0")):
+                found = Script._from_path(script, migration.key)
+                if found is None or found.revision != migration.revision or found.dependencies or \
+                        found._versioned_down_revisions != migration.down_revisions:
+                    self.whole_chain_needed = True
+                    raise _WholeChainNeeded(migration.key)
+                yield found
+            for revision, (path, attributes) in self.followed.items():
+                base = {**attributes, "down_revision": None, "branch_labels": None, "depends_on": None}
+                yield Script(_stand_in(path, base), revision, path)
+
+        return RevisionMap(scripts)
+
+    def steps(self, script: Any) -> list[Any]:
+        from alembic.runtime.migration import MigrationStep
+
+        return [MigrationStep.upgrade_from_script(script.revision_map, script.revision_map.get_revision(m.revision))
+                for m in self.changed]
+
+
+def _script_says(script: dict[str, Any] | None, migration: MigrationFile) -> bool:
+    """Whether Alembic read of a module (`script_attributes`) the revisions its file's syntax says, and no
+    depends_on."""
+    if script is None or script["depends_on"] is not None:
+        return False
+    down = script["down_revision"]
+    downs = () if down is None else (down,) if isinstance(down, str) else tuple(down)
+    return script["revision"] == migration.revision and downs == migration.down_revisions
+
+
 class _ImportWatch:
     """The user's own modules (helpers, enums, models) that migrations import while they load and run, the user's
     files they open for reading (a SQL file next to the migration) and the environment variables they read: these
@@ -423,12 +505,14 @@ def _stop_comment(script: Any, stop: Stop, downgrade: bool) -> str:
 
 
 def render(project: Project, migrations: list[MigrationFile], revision_range: str = "heads",
-           downgrade: bool = False, known: dict[str, MigrationRender] | None = None) -> Rendered:
+           downgrade: bool = False, known: dict[str, MigrationRender] | None = None,
+           whole_chain: bool = False) -> Rendered:
     """Render `revision_range` (`FROM:TO` allowed) of the upgrade (or downgrade), every migration once.
 
     `migrations` are the project's files as `chain.read_chain` read them: a file Alembic cannot import
     takes part in the chain through what they say, and fails when run. `known`: upgrade renders of
-    unchanged migrations by key, taken as they are instead of running those migrations again."""
+    unchanged migrations by key, taken as they are instead of running those migrations again; on a straight
+    chain only the others are linked and run (`_LineRender`), unless `whole_chain`."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
@@ -437,6 +521,29 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     reused = {} if downgrade or known is None else known
     starting, target = revision_range.split(":", 1) if ":" in revision_range else (None, revision_range)
     watch = _ImportWatch({m.key for m in migrations})
+
+    def reuse(key: str, known: MigrationRender) -> None:
+        rendered.order.append(key)
+        rendered.statements[key] = known.statements
+        if known.script is not None:
+            rendered.scripts[key] = known.script
+        if known.stop is not None:
+            rendered.stops[key] = known.stop
+        # It was imported again with the rest of the chain: what that printed is in `known` already.
+        rendered.printed.pop(Path(key), None)
+        rendered.note_printed(key, known.printed)
+
+    # Only the changed migrations of a straight chain run (`_LineRender`): the reused ones are taken in their
+    # places in the chain, as the whole chain's run would have met them.
+    changed_only = _LineRender.of(migrations, reused) if not (downgrade or whole_chain) and revision_range == "heads" \
+        else None
+    before_changed = iter(m.key for m in migrations)
+
+    def reuse_up_to(key: str | None) -> None:
+        for earlier in before_changed:
+            if earlier == key:
+                return
+            reuse(earlier, reused[earlier])
 
     def guard(step: Any) -> None:
         original = step.migration_fn
@@ -449,6 +556,8 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
             if recorder.reusing:
                 reuse(key, reused[key])
                 return
+            if changed_only is not None:
+                reuse_up_to(key)
             recorder.filename, recorder.statements = filename, []
             printed = io.StringIO()
             try:
@@ -464,22 +573,14 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
             rendered.statements[key] = recorder.statements
             rendered.note_printed(key, printed.getvalue())
 
-        def reuse(key: str, known: MigrationRender) -> None:
-            rendered.order.append(key)
-            rendered.statements[key] = known.statements
-            if known.script is not None:
-                rendered.scripts[key] = known.script
-            if known.stop is not None:
-                rendered.stops[key] = known.stop
-            # It was imported again with the rest of the chain: what that printed is in `known` already.
-            rendered.printed.pop(Path(key), None)
-            rendered.note_printed(key, known.printed)
-
         step.migration_fn = guarded
 
     def steps(heads: Any, context: Any) -> list[Any]:
         _prepare_offline(context, recorder)
-        found = script._downgrade_revs(target, heads) if downgrade else script._upgrade_revs(target, heads)
+        if changed_only is not None:
+            found = changed_only.steps(script)
+        else:
+            found = script._downgrade_revs(target, heads) if downgrade else script._upgrade_revs(target, heads)
         for step in found:
             guard(step)
         return found
@@ -488,10 +589,21 @@ def render(project: Project, migrations: list[MigrationFile], revision_range: st
     env_printed = io.StringIO()
     with explain_errors(project):
         script = ScriptDirectory.from_config(config)
-        with redirect_stdout(env_printed), redirect_stderr(env_printed), _tolerant_loading({m.key: m for m in migrations}, rendered, reused, watch), \
-                EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
-                                   destination_rev=target):
-            script.run_env()
+        if changed_only is not None:
+            script.revision_map = changed_only.revision_map(script)
+            starting = changed_only.starting_revisions()
+        try:
+            with redirect_stdout(env_printed), redirect_stderr(env_printed), \
+                    _tolerant_loading({m.key: m for m in migrations}, rendered, reused, watch), \
+                    EnvironmentContext(config, script, fn=steps, as_sql=True, starting_rev=starting,
+                                       destination_rev=target):
+                script.run_env()
+        except _WholeChainNeeded:
+            pass
+    if changed_only is not None:
+        if changed_only.whole_chain_needed:
+            return render(project, migrations, known=known, whole_chain=True)
+        reuse_up_to(None)
     rendered.note_printed(os.path.realpath(script.env_py_location), env_printed.getvalue())
     rendered.imports, rendered.environ = watch.files, watch.environ
     return rendered
