@@ -243,3 +243,98 @@ def test_ignore_comments_added_and_removed(chain, analysed):
     path.write_text(f"# nilemig: ignore[{code}]\n" + path.read_text().replace(f"  # nilemig: ignore[{code}]", ""))
     after = same_as_cold(chain)  # a line added: rendered and analysed again, the file's ignore still holds
     assert all(found != path or c != code for c, _, _, found, _ in after)
+
+
+@pytest.fixture
+def linked(monkeypatch) -> list[str]:
+    """The migration files Alembic links into its revision map (imported, or a stand-in for a reused render)."""
+    from alembic.script import Script
+
+    found: list[str] = []
+    real = Script._from_path.__func__
+
+    def noting(cls, scriptdir, path):
+        found.append(str(path))
+        return real(cls, scriptdir, path)
+
+    monkeypatch.setattr(Script, "_from_path", classmethod(noting))
+    return found
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("changed", [[43], [0], [10, 11], [5, 50, 79], [COUNT - 1]])
+def test_only_the_changed_migrations_of_a_straight_chain_are_linked_and_run(chain, linked, changed):
+    before = same_as_cold(chain)
+    for n in changed:  # each gets another kind of work: its findings and the schema after it change
+        write(chain, n, rev(n - 1) if n else None, body(n + 1).replace('"s', '"c').replace('"t', '"c'))
+    linked.clear()
+    incremental = check(Project(chain))
+    assert sorted(linked) == sorted(str(path_of(chain, n)) for n in changed)
+    assert snapshot(incremental) == snapshot(check(Project(chain), use_cache=False))
+    assert snapshot(incremental) != before
+
+
+def test_a_changed_migration_whose_down_revision_changed(chain, linked):
+    same_as_cold(chain)
+    path_of(chain, 30).unlink()
+    write(chain, 31, rev(29))
+    write(chain, 32, rev(31), 'def upgrade():\n    op.execute("DROP TABLE s28")\n')
+    linked.clear()
+    check(Project(chain))
+    assert sorted(linked) == [str(path_of(chain, 31)), str(path_of(chain, 32))]
+    same_as_cold(chain)
+
+
+@pytest.mark.parametrize("changed", ["branch", "merge", "both"])
+def test_a_changed_migration_in_a_branch_or_a_merge(chain, changed):
+    write(chain, 50, rev(39))
+    write(chain, 60, (rev(49), rev(59)))
+    same_as_cold(chain)
+    if changed in ("branch", "both"):
+        write(chain, 45, rev(44), 'def upgrade():\n    op.drop_table("s44")\n')
+    if changed in ("merge", "both"):
+        write(chain, 60, (rev(49), rev(59)), 'def upgrade():\n    op.drop_table("s56")\n')
+    same_as_cold(chain)
+
+
+@pytest.mark.parametrize(("failure", "code"), [
+    ('    op.get_bind().execute(sa.text("SELECT 1")).scalar()\n', "MIG000"),
+    ('    raise RuntimeError("not on Nile")\n', "MIG007"),
+    ("    op.execute(\n", "MIG007"),  # no longer compiles
+])
+def test_a_changed_migration_that_stops_rendering(chain, failure, code):
+    same_as_cold(chain)
+    path = path_of(chain, 44)
+    replace(path, "def upgrade():\n", "def upgrade():\n" + failure)
+    after = same_as_cold(chain)
+    assert any(c == code and found == path for c, _, _, found, _ in after), after
+    write(chain, 44, rev(43))  # and back
+    same_as_cold(chain)
+
+
+@pytest.mark.parametrize("after_header", [
+    f"down_revision = str({rev(43)!r})\n",  # computed: the files' syntax no longer says what it follows
+    f"if True:\n    down_revision = {rev(42)!r}\n",  # the syntax says 43, Alembic reads 42
+    f"depends_on = {rev(10)!r}\n",
+])
+def test_a_changed_migration_whose_module_says_more_than_its_syntax(chain, linked, after_header):
+    """The chain Alembic sees may not be the straight one read from the files: all of it is linked and run."""
+    same_as_cold(chain)
+    replace(path_of(chain, 44), "\n\n\ndef upgrade():", "\n" + after_header + "\n\ndef upgrade():")
+    linked.clear()
+    check(Project(chain))
+    assert len(linked) >= COUNT
+    same_as_cold(chain)
+
+
+def test_what_a_changed_migration_prints_is_shown_as_without_the_cache(chain):
+    same_as_cold(chain)
+    replace(path_of(chain, 44), "def upgrade():\n", 'print("imported")\n\n\ndef upgrade():\n    print("ran")\n')
+    incremental = check(Project(chain))
+    cold = check(Project(chain), use_cache=False)
+    assert incremental.printed == cold.printed and "ran" in cold.printed[0][1]
