@@ -19,7 +19,6 @@ from nilemig.cli.output import (
 )
 from nilemig.errors import UsageError
 
-
 IniSection = Annotated[str, typer.Option(
     "--name", "-n", help="The section of alembic.ini to read, like `alembic -n` (default: alembic).")]
 

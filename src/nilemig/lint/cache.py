@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nilemig.lint.chain import MigrationFile, read_migration, source_text
-from nilemig.lint.render import SCRIPT_ATTRIBUTES, Emitted, Layout, MigrationRender, Stop
+from nilemig.lint.render import (
+    SCRIPT_ATTRIBUTES,
+    Emitted,
+    Layout,
+    MigrationRender,
+    Stop,
+)
 
 if TYPE_CHECKING:
     from nilemig.config import Project

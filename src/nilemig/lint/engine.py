@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nilemig.core import alembic_config, display_path, explain_errors, require_script_location
+from nilemig.core import (
+    alembic_config,
+    display_path,
+    explain_errors,
+    require_script_location,
+)
 from nilemig.lint.chain import MigrationFile
 
 if TYPE_CHECKING:
