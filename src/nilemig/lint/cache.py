@@ -28,7 +28,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,20 +88,19 @@ def _file_sha256(path: Path) -> str:
 
 
 def _code_sha(content: bytes) -> str:
-    """sha256 of a file's Python tokens without comments and blank lines, each with the line it starts on (a
-    render names lines); of the bytes themselves when they do not tokenize."""
-    import io
-    import tokenize
+    """sha256 of what a file's code compiles to: comments and blank lines leave it alone, and it names the line
+    (and column) of everything, as a render names lines; of the bytes themselves when they do not compile.
 
-    skipped = (tokenize.COMMENT, tokenize.NL)
-    # These two start where the next token (or the end of the file) does: comments after them move that.
-    placeless = (tokenize.DEDENT, tokenize.ENDMARKER)
+    Marshal format 2 writes no back-references, whose presence depends on reference counts, so the same code
+    gives the same bytes in every run (the Python version is in every key); a set literal's frozenset, ordered
+    by string hashes, may not: such a file's comment-only edit then takes the usual incremental path."""
+    import marshal
+
     try:
-        tokens = [(t.type, t.string, 0 if t.type in placeless else t.start[0])
-                  for t in tokenize.tokenize(io.BytesIO(content).readline) if t.type not in skipped]
-    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
+        code = compile(content, "<migration>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
         return "bytes:" + hashlib.sha256(content).hexdigest()
-    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()
+    return hashlib.sha256(marshal.dumps(code, 2)).hexdigest()
 
 
 def _digest(*parts: Any) -> str:
@@ -431,6 +429,8 @@ class CheckCache:
                 # As pytest's and ruff's caches do: ignored by git even in a project without nilemig's .gitignore.
                 (self.folder / ".gitignore").write_text("*\n")
             target.parent.mkdir(parents=True, exist_ok=True)
+            import tempfile  # only when writing: a check where nothing changed writes nothing
+
             handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(handle, "w", encoding="utf-8") as out:

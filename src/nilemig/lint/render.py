@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import functools
 import io
+import itertools
 import os
 import sys
 import traceback
@@ -387,6 +388,15 @@ class _ImportWatch:
         self._installed = tuple(p + os.sep for p in installed)
         self._before_migrations: set[str] | None = None
         self._loaded_with: dict[str, set[str]] = {}
+        self._users_by_path: dict[str, str | None] = {}  # os.path.realpath costs a few lstat calls each
+        names = self.environ
+
+        class NotingEnviron(type(os.environ)):  # type: ignore[misc]
+            def __getitem__(self, key: str) -> str:  # get(), `in` and os.getenv() read through here
+                names.add(key)
+                return super().__getitem__(key)
+
+        self._noting_environ = NotingEnviron
 
     def _user_file(self, name: str) -> str | None:
         """The file of module `name` when it is the user's code: not Python's, not an installed package's, not
@@ -399,18 +409,20 @@ class _ImportWatch:
     def _users(self, path: str) -> str | None:
         """The real path of `path` when it is a file of the user's, not Python's, an installed package's or a
         migration's."""
-        real = os.path.realpath(path)
-        parts = real.split(os.sep)
-        if real.startswith(self._installed) or "site-packages" in parts or "dist-packages" in parts \
-                or real in self.migrations:
-            return None
-        return real
+        if path not in self._users_by_path:
+            real = os.path.realpath(path)
+            parts = real.split(os.sep)
+            users = not (real.startswith(self._installed) or "site-packages" in parts or "dist-packages" in parts
+                         or real in self.migrations)
+            self._users_by_path[path] = real if users else None
+        return self._users_by_path[path]
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        before = set(sys.modules)
         if self._before_migrations is None:
-            self._before_migrations = before
+            self._before_migrations = set(sys.modules)
+        # Modules are added at the end of sys.modules: what a window loaded is what comes after its last one.
+        last_before = next(reversed(sys.modules), None)
         named: set[str] = set()
         real_import = builtins.__import__
 
@@ -431,23 +443,18 @@ class _ImportWatch:
             return real_open(file, mode, *args, **kwargs)
 
         environ_class = type(os.environ)
-        names = self.environ
-
-        class NotingEnviron(environ_class):  # type: ignore[misc, valid-type]
-            def __getitem__(self, key: str) -> str:  # get(), `in` and os.getenv() read through here
-                names.add(key)
-                return super().__getitem__(key)
-
         builtins.__import__ = noting
         builtins.open = io.open = noting_open  # pathlib's Path.open calls io.open
-        os.environ.__class__ = NotingEnviron
+        os.environ.__class__ = self._noting_environ
         try:
             yield
         finally:
             builtins.__import__ = real_import
             builtins.open = io.open = real_open
             os.environ.__class__ = environ_class
-            new = set(sys.modules) - before
+            # (Were the window's last module removed from sys.modules, every module counts as new: more files
+            # in the key, never fewer.)
+            new = set(itertools.takewhile(lambda module: module != last_before, reversed(sys.modules)))
             loaded = {f for f in map(self._user_file, new) if f}
             for name in new:
                 self._loaded_with[name] = loaded
