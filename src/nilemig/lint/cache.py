@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,34 +267,34 @@ class CheckCache:
     def unfiltered(self, key: str) -> Unfiltered | None:
         from nilemig.lint.engine import Unfiltered
 
-        entry = self._read("unfiltered.json", key)
-        try:
-            return None if entry is None else Unfiltered(
-                [_reported_from_json(r) for r in entry["reported"]],
-                int(entry["migrations"]), [(Path(p), str(t)) for p, t in entry["printed"]])
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return None
+        return self._whole("unfiltered.json", key, "reported", _reported_from_json, Unfiltered)
 
     def store_unfiltered(self, key: str, unfiltered: Unfiltered) -> None:
-        self._write("unfiltered.json", key, {
-            "reported": [_reported_to_json(r) for r in unfiltered.reported],
-            "migrations": unfiltered.migrations, "printed": [[str(p), t] for p, t in unfiltered.printed]})
+        self._store_whole("unfiltered.json", key, "reported", [_reported_to_json(r) for r in unfiltered.reported],
+                          unfiltered)
 
     def result(self, key: str) -> CheckResult | None:
         from nilemig.lint.engine import CheckResult
 
-        entry = self._read("result.json", key)
+        return self._whole("result.json", key, "findings", _finding_from_json, CheckResult)
+
+    def store_result(self, key: str, result: CheckResult) -> None:
+        self._store_whole("result.json", key, "findings", [_finding_to_json(f) for f in result.findings], result)
+
+    def _whole(self, name: str, key: str, field: str, from_json: Callable[[Any], Any],
+               build: Callable[..., Any]) -> Any:
+        """A whole check's answer kept under `name`: `build(items, migrations, printed)`; None when absent or bad."""
+        entry = self._read(name, key)
         try:
-            return None if entry is None else CheckResult(
-                [_finding_from_json(f) for f in entry["findings"]],
+            return None if entry is None else build(
+                [from_json(item) for item in entry[field]],
                 int(entry["migrations"]), [(Path(p), str(t)) for p, t in entry["printed"]])
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
-    def store_result(self, key: str, result: CheckResult) -> None:
-        self._write("result.json", key, {
-            "findings": [_finding_to_json(f) for f in result.findings],
-            "migrations": result.migrations, "printed": [[str(p), t] for p, t in result.printed]})
+    def _store_whole(self, name: str, key: str, field: str, items: list[Any], whole: CheckResult | Unfiltered) -> None:
+        self._write(name, key, {field: items, "migrations": whole.migrations,
+                                "printed": [[str(p), t] for p, t in whole.printed]})
 
     # Each migration file: what its syntax says (chain.MigrationFile) and its render
 
