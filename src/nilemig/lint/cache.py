@@ -126,6 +126,7 @@ class CheckCache:
         self._env_py = ""
         self._layout: Layout | None = None
         self._migrations: dict[str, Any] | None = None  # file key -> its entry in migrations.json, once read
+        self._imports: dict[str, set[str]] | None = None  # imports.json, once read (`_imported`)
 
     def layout(self) -> Layout:
         """The project's layout: from the cache while alembic.ini is unchanged, else read through Alembic."""
@@ -166,25 +167,30 @@ class CheckCache:
         # Every key also names the content of the user's files that rendering migrations imported or read last
         # time, and the environment variables they read (render._ImportWatch): a helper or an enum edited, or a
         # variable set, changes what the migrations using it render.
+        imported = self._imported()
         self._env_py = _digest(_file_sha256(layout.env_py),
-                               [(name, _file_sha256(Path(name))) for name in self._imported("files")],
-                               [(name, os.environ.get(name)) for name in self._imported("environ")])
+                               [(name, _file_sha256(Path(name))) for name in sorted(imported["files"])],
+                               [(name, os.environ.get(name)) for name in sorted(imported["environ"])])
         return layout
 
-    def _imported(self, kind: str) -> list[str]:
-        entry = self._read("imports.json", "imports")
-        found = entry.get(kind) if entry is not None else None
-        return sorted(f for f in found if isinstance(f, str)) if isinstance(found, list) else []
+    def _imported(self) -> dict[str, set[str]]:
+        """What imports.json says, read once per run: {"files": ..., "environ": ...}."""
+        if self._imports is None:
+            entry = self._read("imports.json", "imports") or {}
+            self._imports = {kind: {f for f in found if isinstance(f, str)} if isinstance(found, list) else set()
+                             for kind, found in ((kind, entry.get(kind)) for kind in ("files", "environ"))}
+        return self._imports
 
     def store_imports(self, files: set[str], environ: set[str], whole_chain: bool) -> None:
         """Keep the user's files the migrations rendered in this run imported or read and the environment
         variables they read, with (unless the whole chain was rendered) those noted before: the migrations reused
         from the cache still use those."""
-        known = {kind: set(self._imported(kind)) for kind in ("files", "environ")}
+        known = self._imported()
         wanted = {"files": files, "environ": environ}
         if not whole_chain:
             wanted = {kind: found | known[kind] for kind, found in wanted.items()}
         if wanted != known:
+            self._imports = wanted
             self._write("imports.json", "imports", {kind: sorted(found) for kind, found in wanted.items()})
 
     def keys(self, paths: list[str]) -> dict[str, str]:
@@ -223,8 +229,8 @@ class CheckCache:
         return sha
 
     def code_key(self) -> str:
-        """A digest of every migration's code: its tokens (with their lines) without comments, so that an edit of
-        comments alone (as adding `# nilemig: ignore[...]`) keeps it (`keys()` first)."""
+        """A digest of every migration's code (`_code_sha`: what it compiles to, comments left out), so that an edit
+        of comments alone (as adding `# nilemig: ignore[...]`) keeps it (`keys()` first)."""
         codes = []
         for name in sorted(self._keys):
             known = self._signatures.get(name)

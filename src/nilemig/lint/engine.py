@@ -162,8 +162,8 @@ def check(project: Project, only: set[Path] | None = None, with_squawk: bool | N
 
 def _check_all(project: Project, paths: list[Path], settings: dict[str, Any], with_squawk: bool | None,
                cache: CheckCache | None) -> tuple[Unfiltered, bool]:
-    """Every finding in `paths` (before ignore comments), in chain order, rendering and analysing only what `cache` does not hold; and
-    whether squawk ran."""
+    """Every finding in `paths` (before ignore comments), in chain order, rendering and analysing only what
+    `cache` does not hold; and whether squawk ran."""
     from nilemig.lint import squawk
     from nilemig.lint.render import render
 

@@ -387,6 +387,7 @@ class _ImportWatch:
         installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
         self._installed = tuple(p + os.sep for p in installed)
         self._before_migrations: set[str] | None = None
+        self._user_files_before_migrations: set[str] | None = None  # of `_before_migrations`, once asked for
         self._loaded_with: dict[str, set[str]] = {}
         self._users_by_path: dict[str, str | None] = {}  # os.path.realpath costs a few lstat calls each
         names = self.environ
@@ -462,7 +463,10 @@ class _ImportWatch:
                 if self._user_file(name) is None:
                     continue
                 if name in self._before_migrations:
-                    loaded |= {f for f in map(self._user_file, self._before_migrations) if f}
+                    if self._user_files_before_migrations is None:
+                        self._user_files_before_migrations = {f for f in map(self._user_file, self._before_migrations)
+                                                              if f}
+                    loaded |= self._user_files_before_migrations
                 else:
                     loaded |= self._loaded_with.get(name, set())
             self.files |= loaded
