@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from nilemig.cli import authoring, checking, local, migrating  # noqa: F401 - registers the commands
+from nilemig.cli import authoring, checking, local, migrating, revisions, squash, steps  # noqa: F401 - registers the commands
 from nilemig.cli.app import app
 
 __all__ = ["app", "main"]
